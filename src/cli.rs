@@ -1,0 +1,39 @@
+//! The `costsim-breaker` command line: one subcommand per job, each in its own file.
+
+mod produce;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// The kill switch for the CostSim V2 model: watches V1/V2 drift on Kafka and trips a circuit breaker.
+#[derive(Debug, Parser)]
+#[command(name = "costsim-breaker", version, about, max_term_width = 110)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "COSTSIM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
+    Produce(produce::ProduceArgs),
+    /// Follow the breaker-state topic and print one line per state change.
+    Watch(watch::WatchArgs),
+}
+
+/// Runs the chosen subcommand; the exit code reports partial failures (e.g. records that were not delivered).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Produce(args) => produce::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
+    }
+}

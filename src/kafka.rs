@@ -1,0 +1,221 @@
+//! Kafka adapter: connection settings, topic administration, and the confirmed-delivery producer.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+/// Default name of the topic simulation results arrive on.
+pub const DEFAULT_RESULTS_TOPIC: &str = "costsim.simulation-results";
+/// Default name of the compacted topic breaker state changes are published to.
+pub const DEFAULT_STATE_TOPIC: &str = "costsim.breaker-state";
+/// Default name of the dead-letter topic for undecodable or invalid results.
+pub const DEFAULT_DLQ_TOPIC: &str = "costsim.simulation-results.dlq";
+/// Default consumer group of the processor.
+pub const DEFAULT_GROUP_ID: &str = "costsim-breaker";
+
+/// How to reach Kafka and which topics to use; shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long = "brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic of simulation results.
+    #[arg(long, env = "COSTSIM_RESULTS_TOPIC", default_value = DEFAULT_RESULTS_TOPIC)]
+    pub results_topic: String,
+    /// Compacted topic of breaker state changes.
+    #[arg(long, env = "COSTSIM_STATE_TOPIC", default_value = DEFAULT_STATE_TOPIC)]
+    pub state_topic: String,
+    /// Dead-letter topic for records that cannot be decoded or are invalid.
+    #[arg(long, env = "COSTSIM_DLQ_TOPIC", default_value = DEFAULT_DLQ_TOPIC)]
+    pub dlq_topic: String,
+    /// Consumer group of the processor.
+    #[arg(long, env = "COSTSIM_GROUP_ID", default_value = DEFAULT_GROUP_ID)]
+    pub group_id: String,
+    /// Partitions of the results topic when this tool creates it.
+    #[arg(long, env = "COSTSIM_RESULTS_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
+    pub results_partitions: i32,
+    /// Replication factor of topics this tool creates (1 for a single local broker).
+    #[arg(long, env = "COSTSIM_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: i32,
+    /// Extra librdkafka settings as key=value (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-option", short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// Which of our topics, for creating it with the right settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicRole {
+    /// Simulation results: partitioned, kept for replays and backfills.
+    Results,
+    /// Breaker state: compacted, one partition so every subscriber sees one order.
+    State,
+    /// Dead letters: one partition, kept a month for inspection.
+    DeadLetter,
+}
+
+impl KafkaConfig {
+    /// A client configuration with the brokers and the user's extra options.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The topic name for a role.
+    pub fn topic(&self, role: TopicRole) -> &str {
+        match role {
+            TopicRole::Results => &self.results_topic,
+            TopicRole::State => &self.state_topic,
+            TopicRole::DeadLetter => &self.dlq_topic,
+        }
+    }
+
+    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are.
+    pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().context("cannot create a Kafka admin client")?;
+        let specs: Vec<(String, i32, Vec<(&str, &str)>)> = roles
+            .iter()
+            .map(|role| {
+                let name = self.topic(*role).to_owned();
+                match role {
+                    TopicRole::Results => (name, self.results_partitions, vec![("retention.ms", "604800000")]),
+                    TopicRole::State => (name, 1, vec![("cleanup.policy", "compact")]),
+                    TopicRole::DeadLetter => (name, 1, vec![("retention.ms", "2592000000")]),
+                }
+            })
+            .collect();
+        let topics: Vec<NewTopic> = specs
+            .iter()
+            .map(|(name, partitions, config)| {
+                config.iter().fold(
+                    NewTopic::new(name, *partitions, TopicReplication::Fixed(self.replication_factor)),
+                    |topic, (k, v)| topic.set(k, v),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .with_context(|| format!("cannot reach Kafka at {} to create topics", self.brokers))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    anyhow::bail!("the broker at {} refused to create topic `{topic}`: {code} ({code:?})", self.brokers)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An idempotent producer that waits for all in-sync replicas, for records that must not be lost or doubled.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        let mut config = ClientConfig::new();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        // The user's options come last so they can override ours.
+        for (key, value) in self.client_config().config_map() {
+            config.set(key, value);
+        }
+        config.create().with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+}
+
+/// Counts of a batch of sends whose deliveries were all awaited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Records the broker acknowledged.
+    pub ok: u64,
+    /// Records that failed for good (after librdkafka's own retries).
+    pub failed: u64,
+}
+
+/// Sends records and keeps every delivery future until it resolves, so no record is forgotten; when librdkafka's
+/// queue is full it waits for the oldest deliveries instead of dropping or spinning.
+pub struct ConfirmedSender<'p> {
+    producer: &'p FutureProducer,
+    in_flight: FuturesUnordered<DeliveryFuture>,
+    counts: Delivered,
+    first_error: Option<String>,
+}
+
+impl<'p> ConfirmedSender<'p> {
+    /// Starts a batch on a producer.
+    pub fn new(producer: &'p FutureProducer) -> Self {
+        ConfirmedSender {
+            producer,
+            in_flight: FuturesUnordered::new(),
+            counts: Delivered::default(),
+            first_error: None,
+        }
+    }
+
+    /// Enqueues one record; returns once librdkafka has accepted it (not yet delivered).
+    pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.in_flight.push(delivery);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    if !self.settle_one().await {
+                        // Nothing of ours is in flight, yet the queue is full: let librdkafka make progress.
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+
+    /// Deliveries acknowledged or failed so far.
+    pub fn counts(&self) -> Delivered {
+        self.counts
+    }
+
+    /// Waits for every outstanding delivery and returns the totals and the first failure's message.
+    pub async fn finish(mut self) -> (Delivered, Option<String>) {
+        while self.settle_one().await {}
+        (self.counts, self.first_error)
+    }
+
+    async fn settle_one(&mut self) -> bool {
+        let Some(outcome) = self.in_flight.next().await else { return false };
+        match outcome {
+            Ok(Ok(_)) => self.counts.ok += 1,
+            Ok(Err((err, _))) => self.fail(err.to_string()),
+            Err(_canceled) => self.fail("the producer was dropped before the delivery report".into()),
+        }
+        true
+    }
+
+    fn fail(&mut self, message: String) {
+        self.counts.failed += 1;
+        self.first_error.get_or_insert(message);
+    }
+}

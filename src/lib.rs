@@ -1,0 +1,16 @@
+//! costsim-breaker: the kill switch for the V2 cost model, driven by the drift between V1 and V2.
+//!
+//! Modules, from the domain outwards:
+
+/// The command line: one subcommand per job.
+pub mod cli;
+/// Avro single-object and JSON Lines encodings of the events, with typed decode errors.
+pub mod codec;
+/// The event contracts: simulation results, breaker state changes, and their validity rules.
+pub mod event;
+/// Synthetic simulation results with steady, spike and ramp drift profiles.
+pub mod generate;
+/// Kafka: connection settings, topic administration, confirmed-delivery producer.
+pub mod kafka;
+/// Logging setup.
+pub mod telemetry;

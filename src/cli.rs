@@ -1,5 +1,6 @@
 //! The `costsim-breaker` command line: one subcommand per job, each in its own file.
 
+mod migrate;
 mod produce;
 mod watch;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),
+    /// Apply the database schema migrations.
+    Migrate(migrate::MigrateArgs),
     /// Follow the breaker-state topic and print one line per state change.
     Watch(watch::WatchArgs),
 }
@@ -35,5 +38,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
     }
 }

@@ -12,5 +12,7 @@ pub mod event;
 pub mod generate;
 /// Kafka: connection settings, topic administration, confirmed-delivery producer.
 pub mod kafka;
+/// PostgreSQL: connection pool and schema migrations.
+pub mod store;
 /// Logging setup.
 pub mod telemetry;

@@ -1,0 +1,20 @@
+//! `migrate`: apply the schema migrations to the database.
+
+use std::process::ExitCode;
+
+use crate::store::{self, DatabaseConfig};
+
+/// Arguments of `migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseConfig,
+}
+
+/// Runs `migrate`.
+pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let pool = args.database.connect().await?;
+    let applied = store::migrate(&pool).await?;
+    println!("applied {applied} migrations to {}", store::redact(&args.database.url));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,94 @@
+//! Test fixtures: fresh topic and group names per test, the stack's addresses, and polling with a deadline.
+
+use std::time::Duration;
+
+use costsim_breaker::kafka::KafkaConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// How long a test waits for something the stack should do in well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The broker of the stack, as `scripts/stack env` exports it.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A Kafka configuration whose topics and group exist for this test only.
+pub fn fresh_kafka() -> KafkaConfig {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = &id[..12];
+    KafkaConfig {
+        brokers: brokers(),
+        results_topic: format!("test-{id}.results"),
+        state_topic: format!("test-{id}.state"),
+        dlq_topic: format!("test-{id}.dlq"),
+        group_id: format!("test-{id}"),
+        results_partitions: 3,
+        replication_factor: 1,
+        options: Vec::new(),
+    }
+}
+
+/// The `costsim-breaker` binary built for these tests, with the environment pointing at a test's topics.
+pub fn command(kafka: &KafkaConfig) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_costsim-breaker"));
+    cmd.env("KAFKA_BROKERS", &kafka.brokers)
+        .env("COSTSIM_RESULTS_TOPIC", &kafka.results_topic)
+        .env("COSTSIM_STATE_TOPIC", &kafka.state_topic)
+        .env("COSTSIM_DLQ_TOPIC", &kafka.dlq_topic)
+        .env("COSTSIM_GROUP_ID", &kafka.group_id)
+        .env("COSTSIM_RESULTS_PARTITIONS", kafka.results_partitions.to_string())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Reads every partition of a topic from the beginning until `count` records arrived or the deadline passed.
+pub async fn read_records(kafka: &KafkaConfig, topic: &str, count: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut records = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while records.len() < count {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => records.push(message.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => panic!("only {} of {count} records arrived on {topic} within {DEADLINE:?}", records.len()),
+        }
+    }
+    records
+}
+
+/// A temporary file path that is removed when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// A new path in the system's temporary folder, not yet created.
+    pub fn new(suffix: &str) -> Self {
+        TempPath(std::env::temp_dir().join(format!("costsim-test-{}{suffix}", uuid::Uuid::new_v4())))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The partition a record was read from and its decoded key, for assertions.
+pub fn key_of(message: &OwnedMessage) -> String {
+    String::from_utf8(message.key().expect("records are keyed").to_vec()).expect("utf-8 key")
+}

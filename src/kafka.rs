@@ -91,26 +91,7 @@ impl KafkaConfig {
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
-        let specs: Vec<(String, i32, Vec<(&str, &str)>)> = roles
-            .iter()
-            .map(|role| {
-                let name = self.topic(*role).to_owned();
-                match role {
-                    TopicRole::Results => (name, self.results_partitions, vec![("retention.ms", "604800000")]),
-                    TopicRole::State => (name, 1, vec![("cleanup.policy", "compact")]),
-                    TopicRole::DeadLetter => (name, 1, vec![("retention.ms", "2592000000")]),
-                }
-            })
-            .collect();
-        let topics: Vec<NewTopic> = specs
-            .iter()
-            .map(|(name, partitions, config)| {
-                config.iter().fold(
-                    NewTopic::new(name, *partitions, TopicReplication::Fixed(self.replication_factor)),
-                    |topic, (k, v)| topic.set(k, v),
-                )
-            })
-            .collect();
+        let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(&topics, &options)
@@ -125,6 +106,17 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+
+    /// How a topic of this role is created: partitions and topic-level settings.
+    fn new_topic(&self, role: TopicRole) -> NewTopic<'_> {
+        let (partitions, settings): (i32, &[(&str, &str)]) = match role {
+            TopicRole::Results => (self.results_partitions, &[("retention.ms", "604800000")]),
+            TopicRole::State => (1, &[("cleanup.policy", "compact")]),
+            TopicRole::DeadLetter => (1, &[("retention.ms", "2592000000")]),
+        };
+        let topic = NewTopic::new(self.topic(role), partitions, TopicReplication::Fixed(self.replication_factor));
+        settings.iter().fold(topic, |topic, (key, value)| topic.set(key, value))
     }
 
     /// An idempotent producer that waits for all in-sync replicas, for records that must not be lost or doubled.

@@ -6,6 +6,8 @@
 pub mod cli;
 /// Avro single-object and JSON Lines encodings of the events, with typed decode errors.
 pub mod codec;
+/// The drift score of one V1/V2 comparison, its verdict band, and what an event adds to a window.
+pub mod drift;
 /// The event contracts: simulation results, breaker state changes, and their validity rules.
 pub mod event;
 /// Synthetic simulation results with steady, spike and ramp drift profiles.
@@ -16,3 +18,5 @@ pub mod kafka;
 pub mod store;
 /// Logging setup.
 pub mod telemetry;
+/// The rolling event-time window: tumbling buckets of drift sketches and counts, mergeable across partitions.
+pub mod window;

@@ -1,5 +1,6 @@
 //! The `costsim-breaker` command line: one subcommand per job, each in its own file.
 
+mod backtest;
 mod migrate;
 mod produce;
 mod watch;
@@ -25,6 +26,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replay a JSON Lines file of simulation results through the breaker, with no side effects: one line per
+    /// state change, then a summary.
+    Backtest(backtest::BacktestArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),
     /// Apply the database schema migrations.
@@ -36,6 +40,7 @@ pub enum Command {
 /// Runs the chosen subcommand; the exit code reports partial failures (e.g. records that were not delivered).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Backtest(args) => backtest::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,

@@ -12,7 +12,7 @@ pub use avro::{
     decode_simulation_result, encode_breaker_state_changed, encode_simulation_result, fingerprint_of,
 };
 pub use json::{
-    JsonLines, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,
+    JsonLines, LineError, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,
     simulation_result_to_json,
 };
 

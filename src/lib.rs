@@ -2,6 +2,10 @@
 //!
 //! Modules, from the domain outwards:
 
+/// Replays of events through the window and the breaker, with no side effects: transitions and a summary.
+pub mod backtest;
+/// The breaker state machine: settings, the breaker's record, and `decide`, pure and clock-free.
+pub mod breaker;
 /// The command line: one subcommand per job.
 pub mod cli;
 /// Avro single-object and JSON Lines encodings of the events, with typed decode errors.

@@ -1,0 +1,59 @@
+//! Events per second of the engine alone (drift score, window, sketch, decisions; no decoding, no I/O), on one
+//! core: `cargo bench --bench engine`. The goal is at least 1M events/s.
+//!
+//! Input: the `spike` profile of `costsim_breaker::generate`, so the run includes a trip, probations and a
+//! recovery, at two event-time densities; the sparser one makes a decision every 1,000 events, the denser one
+//! every 10,000.
+
+use std::hint::black_box;
+
+use chrono::DateTime;
+use costsim_breaker::backtest::Backtest;
+use costsim_breaker::breaker::BreakerConfig;
+use costsim_breaker::event::SimulationResult;
+use costsim_breaker::generate::{DriftProfile, Generator, GeneratorConfig};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const EVENTS: u64 = 200_000;
+
+fn events(events_per_second: f64) -> Vec<SimulationResult> {
+    Generator::new(GeneratorConfig {
+        count: EVENTS,
+        profile: DriftProfile::Spike,
+        start: DateTime::from_timestamp_millis(1_764_230_400_000).expect("valid start"),
+        events_per_second,
+        seed: 42,
+        tenants: 50,
+    })
+    .collect()
+}
+
+fn replay(events: &[SimulationResult], config: &BreakerConfig) -> usize {
+    let mut backtest = Backtest::new(config.clone()).expect("valid settings");
+    let mut transitions = 0;
+    for event in events {
+        transitions += backtest.push(event).len();
+    }
+    black_box(backtest.finish());
+    transitions
+}
+
+fn engine(c: &mut Criterion) {
+    let config = BreakerConfig::default().with_overrides(["disable_ttl_seconds=60"]).expect("valid settings");
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(20).measurement_time(std::time::Duration::from_secs(8));
+    for events_per_second in [100.0, 1000.0] {
+        let input = events(events_per_second);
+        assert!(replay(&input, &config) >= 2, "the spike should trip and recover");
+        group.bench_with_input(
+            BenchmarkId::new("events_per_second_of_event_time", events_per_second),
+            &input,
+            |b, input| b.iter(|| replay(black_box(input), &config)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

@@ -26,8 +26,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Replay a JSON Lines file of simulation results through the breaker, with no side effects: one line per
-    /// state change, then a summary.
+    /// Replay simulation results from a JSON Lines file or a Kafka topic range through the breaker, with no side
+    /// effects: one line per state change, then a summary.
     Backtest(backtest::BacktestArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),

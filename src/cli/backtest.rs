@@ -1,5 +1,7 @@
-//! `backtest`: replays a JSON Lines file of simulation results through the breaker, with no side effects, and
-//! prints one line per state change and a summary.
+//! `backtest`: replays simulation results from a JSON Lines file or a range of a Kafka topic through the
+//! breaker, with no side effects, and prints one line per state change and a summary.
+
+mod topic;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -11,13 +13,26 @@ use anyhow::Context as _;
 use crate::backtest::{Backtest, format_summary, format_transition, summary_json, transition_json};
 use crate::breaker::BreakerConfig;
 use crate::codec::{JsonLines, LineError};
+use crate::event::SimulationResult;
+use crate::kafka::KafkaConfig;
 
 /// Arguments of `backtest`.
 #[derive(Debug, clap::Args)]
 pub struct BacktestArgs {
     /// JSON Lines file of simulation results, in the order they were (or would be) consumed.
-    #[arg(long, value_name = "FILE.jsonl")]
-    input: PathBuf,
+    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "topic", conflicts_with = "topic")]
+    input: Option<PathBuf>,
+    /// Replay this Kafka topic (Avro records) instead of a file: every partition, merged in event-time order,
+    /// without joining a consumer group.
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    /// Start of the topic range: an offset (in every partition) or an RFC 3339 time (Kafka record timestamp);
+    /// default: the beginning.
+    #[arg(long, value_name = "OFFSET|TIME", value_parser = topic::parse_position, requires = "topic")]
+    from: Option<topic::Position>,
+    /// End of the topic range, exclusive: an offset or an RFC 3339 time; default: the end when the run starts.
+    #[arg(long, value_name = "OFFSET|TIME", value_parser = topic::parse_position, requires = "topic")]
+    to: Option<topic::Position>,
     /// Override a breaker setting for this run, e.g. `--set drift_threshold=0.15` (repeatable). Settings start
     /// from their defaults and the COSTSIM_* environment variables; unknown keys are refused.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -25,30 +40,73 @@ pub struct BacktestArgs {
     /// Print one JSON object per line (each transition, then `{"summary": …}`) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    kafka: KafkaConfig,
 }
 
-/// Runs `backtest`; rejected lines go to stderr as `file:line: reason` and do not stop the replay. Exits
-/// non-zero only when the file could not be read to its end.
+/// An input that gave no event: where it was, what kind of error, the message, and whether reading stopped.
+#[derive(Debug, Clone, PartialEq)]
+struct Rejected {
+    place: String,
+    class: &'static str,
+    message: String,
+    fatal: bool,
+}
+
+/// Runs `backtest`; rejected inputs go to stderr as `place: reason` (`file:line`, `topic/partition@offset`)
+/// and do not stop the replay. Exits non-zero only when the input could not be read to its end.
 pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let config = BreakerConfig::from_env(env)
         .context("invalid breaker settings in the environment")?
         .with_overrides(args.set.iter().map(String::as_str))
         .context("invalid --set")?;
-    let file = File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
-    let name = args.input.display().to_string();
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let read_to_end = replay(BufReader::new(file), &name, config, args.json, &mut out, &mut std::io::stderr())?;
-    out.flush().context("cannot write to stdout")?;
+    // Reading and replaying are blocking and CPU-bound: keep them off the async workers.
+    let read_to_end = tokio::task::spawn_blocking(move || {
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let read_to_end = match (&args.input, &args.topic) {
+            (Some(path), _) => {
+                let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                let name = path.display().to_string();
+                replay(json_lines(BufReader::new(file), &name), config, args.json, &mut out, &mut std::io::stderr())?
+            }
+            (None, Some(topic)) => {
+                let range = topic::TopicRange::open(&args.kafka, topic, args.from, args.to)?;
+                replay(range, config, args.json, &mut out, &mut std::io::stderr())?
+            }
+            (None, None) => anyhow::bail!("give --input FILE.jsonl or --topic TOPIC"),
+        };
+        out.flush().context("cannot write to stdout")?;
+        Ok(read_to_end)
+    })
+    .await
+    .context("the replay task failed")??;
     Ok(if read_to_end { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Replays `input`, writing transitions and the summary to `out` and rejected lines to `err`; returns whether
+/// The events of a JSON Lines input, with bad lines as rejections placed at `name:line`.
+fn json_lines<'a>(
+    input: impl BufRead + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = Result<SimulationResult, Rejected>> + 'a {
+    JsonLines::new(input).map(move |(line, parsed)| {
+        parsed.map_err(|error| Rejected {
+            place: format!("{name}:{line}"),
+            class: match &error {
+                LineError::Decode(decode) => decode.class(),
+                LineError::Io(_) => "read_error",
+            },
+            fatal: matches!(error, LineError::Io(_)),
+            message: error.to_string(),
+        })
+    })
+}
+
+/// Replays `inputs`, writing transitions and the summary to `out` and rejections to `err`; returns whether
 /// the input was read to its end.
 fn replay(
-    input: impl BufRead,
-    name: &str,
+    inputs: impl IntoIterator<Item = Result<SimulationResult, Rejected>>,
     config: BreakerConfig,
     json: bool,
     out: &mut impl Write,
@@ -56,24 +114,18 @@ fn replay(
 ) -> anyhow::Result<bool> {
     let mut backtest = Backtest::new(config)?;
     let mut read_to_end = true;
-    for (line, parsed) in JsonLines::new(input) {
-        match parsed {
+    for input in inputs {
+        match input {
             Ok(event) => {
                 for transition in backtest.push(&event) {
                     let text = if json { transition_json(transition) } else { format_transition(transition) };
                     writeln!(out, "{text}")?;
                 }
             }
-            Err(error) => {
-                writeln!(err, "{name}:{line}: {error}")?;
-                let reason = match &error {
-                    LineError::Decode(decode) => decode.class(),
-                    LineError::Io(_) => {
-                        read_to_end = false;
-                        "read_error"
-                    }
-                };
-                backtest.reject(reason);
+            Err(rejected) => {
+                writeln!(err, "{}: {}", rejected.place, rejected.message)?;
+                read_to_end &= !rejected.fatal;
+                backtest.reject(rejected.class);
             }
         }
     }
@@ -95,7 +147,7 @@ mod tests {
     fn run_on(input: &str, json: bool) -> (String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let config = BreakerConfig::default().with_overrides(["min_samples=1", "failure_threshold=1"]).unwrap();
-        assert!(replay(input.as_bytes(), "in.jsonl", config, json, &mut out, &mut err).unwrap());
+        assert!(replay(json_lines(input.as_bytes(), "in.jsonl"), config, json, &mut out, &mut err).unwrap());
         (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 

@@ -16,18 +16,27 @@ CREATE TABLE costsim_cb_state (
     disabled_reason      TEXT,
     -- NULL while open means latched: only an operator closes it.
     disabled_until       TIMESTAMPTZ,
-    -- The TTL of the current open period, doubled on each reopen from half-open.
-    open_ttl_seconds     BIGINT,
+    -- The TTL of the current open period, doubled on each reopen from half-open; 0 when latched.
+    open_ttl_seconds     BIGINT      NOT NULL DEFAULT 0,
     incident_id          TEXT,
+    -- Severity of the current incident, from trip to close.
+    severity             TEXT,
+    opened_at            TIMESTAMPTZ,
     consecutive_failures INTEGER     NOT NULL DEFAULT 0,
     last_failure_at      TIMESTAMPTZ,
     half_open_since      TIMESTAMPTZ,
+    -- End of the last window bucket the breaker was evaluated at (event time): each bucket is judged once.
+    last_evaluated_at    TIMESTAMPTZ,
+    -- Whether the P2 drift warning is firing.
+    warning_active       BOOLEAN     NOT NULL DEFAULT false,
     updated_at           TIMESTAMPTZ NOT NULL DEFAULT now(),
     created_at           TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT pk_costsim_cb_state PRIMARY KEY (id),
     CONSTRAINT uq_costsim_cb_state_name UNIQUE (name),
     CONSTRAINT ck_costsim_cb_state_state CHECK (state IN ('closed', 'open', 'half_open')),
     CONSTRAINT ck_costsim_cb_state_failures CHECK (consecutive_failures >= 0),
+    CONSTRAINT ck_costsim_cb_state_severity CHECK (severity IS NULL OR severity IN ('P1', 'P2', 'P3')),
+    CONSTRAINT ck_costsim_cb_state_ttl CHECK (open_ttl_seconds >= 0),
     CONSTRAINT ck_costsim_cb_state_version CHECK (version >= 0)
 );
 
@@ -175,6 +184,8 @@ CREATE TABLE costsim_consumed_offsets (
     topic          TEXT        NOT NULL,
     "partition"    INTEGER     NOT NULL,
     next_offset    BIGINT      NOT NULL,
+    -- Largest event time consumed from the partition; the merged watermark is the minimum over active partitions.
+    watermark      TIMESTAMPTZ,
     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT pk_costsim_consumed_offsets PRIMARY KEY (consumer_group, topic, "partition"),
     CONSTRAINT ck_costsim_consumed_offsets_offset CHECK (next_offset >= 0)
@@ -186,13 +197,15 @@ CREATE TABLE costsim_drift_buckets (
     topic              TEXT        NOT NULL,
     "partition"        INTEGER     NOT NULL,
     bucket_start       TIMESTAMPTZ NOT NULL,
-    sketch             JSONB       NOT NULL,
+    -- The DDSketch of drift scores in its binary form; NULL when the bucket holds no score.
+    sketch             BYTEA,
     sample_count       BIGINT      NOT NULL DEFAULT 0,
     schema_error_count BIGINT      NOT NULL DEFAULT 0,
+    unscored_count     BIGINT      NOT NULL DEFAULT 0,
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT pk_costsim_drift_buckets PRIMARY KEY (breaker, bucket_start, topic, "partition"),
     CONSTRAINT fk_costsim_drift_buckets_breaker FOREIGN KEY (breaker) REFERENCES costsim_cb_state (name),
-    CONSTRAINT ck_costsim_drift_buckets_counts CHECK (sample_count >= 0 AND schema_error_count >= 0)
+    CONSTRAINT ck_costsim_drift_buckets_counts CHECK (sample_count >= 0 AND schema_error_count >= 0 AND unscored_count >= 0)
 );
 
 -- Outbox of breaker state changes, relayed in version order to the compacted state topic.

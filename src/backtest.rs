@@ -206,7 +206,8 @@ impl Backtest {
             }
             Outcome::Reopen { .. } => summary.reopens += 1,
             Outcome::Close { .. } => summary.recoveries += 1,
-            Outcome::None | Outcome::HalfOpen { .. } => {}
+            // Operators act on the live breaker only; a replay never produces these.
+            Outcome::None | Outcome::HalfOpen { .. } | Outcome::Disable { .. } | Outcome::Enable { .. } => {}
         }
 
         if let Some((from, to)) = decision.transition(&self.breaker) {

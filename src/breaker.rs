@@ -154,6 +154,16 @@ pub enum Outcome {
         /// What the probation window showed.
         evidence: Evidence,
     },
+    /// An operator switched V2 off (P2), latched or for a TTL; from any state, to open.
+    Disable {
+        /// The operator's reason.
+        reason: String,
+    },
+    /// An operator switched V2 back on; from open or half-open, to closed.
+    Enable {
+        /// The operator's reason.
+        reason: String,
+    },
     /// Half-open → open: probation failed; the TTL doubles up to its cap.
     Reopen {
         /// The incident's severity, unchanged.
@@ -180,6 +190,8 @@ impl Outcome {
             Outcome::Trip { reason, .. }
             | Outcome::HalfOpen { reason }
             | Outcome::Close { reason, .. }
+            | Outcome::Disable { reason }
+            | Outcome::Enable { reason }
             | Outcome::Reopen { reason, .. } => Some(reason),
             _ => None,
         }
@@ -210,6 +222,19 @@ pub fn decide(breaker: &Breaker, window: &WindowSummary, config: &BreakerConfig,
         BreakerState::Open => decide_open(breaker, config, now),
         BreakerState::HalfOpen => decide_half_open(breaker, window, config, now),
     }
+}
+
+/// An operator's disable at `now`: open for `ttl_seconds` (0 latches it until an enable), severity P2 unless an
+/// incident is already open. Disabling an open breaker replaces its TTL and keeps its incident.
+pub fn manual_disable(breaker: &Breaker, reason: &str, ttl_seconds: u64, now: DateTime<Utc>) -> Decision {
+    let severity = breaker.severity.unwrap_or(Severity::P2);
+    Decision { outcome: Outcome::Disable { reason: reason.to_owned() }, next: breaker.open(now, ttl_seconds, severity) }
+}
+
+/// An operator's enable: closed, with no history. Enabling a closed breaker changes nothing (the caller says so).
+pub fn manual_enable(breaker: &Breaker, reason: &str) -> Decision {
+    let next = if breaker.state == BreakerState::Closed { breaker.clone() } else { Breaker::closed() };
+    Decision { outcome: Outcome::Enable { reason: reason.to_owned() }, next }
 }
 
 fn decide_closed(breaker: &Breaker, window: &WindowSummary, config: &BreakerConfig, now: DateTime<Utc>) -> Decision {

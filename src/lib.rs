@@ -2,6 +2,8 @@
 //!
 //! Modules, from the domain outwards:
 
+/// Alertmanager payloads: one alert identity per incident, fired and resolved.
+pub mod alert;
 /// Replays of events through the window and the breaker, with no side effects: transitions and a summary.
 pub mod backtest;
 /// The breaker state machine: settings, the breaker's record, and `decide`, pure and clock-free.
@@ -18,6 +20,8 @@ pub mod event;
 pub mod generate;
 /// Kafka: connection settings, topic administration, confirmed-delivery producer.
 pub mod kafka;
+/// Prometheus metrics: the older system's names plus the pipeline's own.
+pub mod metrics;
 /// PostgreSQL: connection pool and schema migrations.
 pub mod store;
 /// Logging setup.

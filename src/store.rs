@@ -1,4 +1,13 @@
-//! PostgreSQL: the connection pool and the schema migrations in `migrations/`.
+//! PostgreSQL: the connection pool, the schema migrations in `migrations/`, and one module of repository
+//! functions per table group. Repository functions take `&mut PgConnection` (the caller's transaction); the caller
+//! owns the transaction boundary.
+
+pub mod alerts;
+pub mod breaker;
+pub mod buckets;
+pub mod offsets;
+pub mod outbox;
+pub mod provenance;
 
 use std::time::Duration;
 

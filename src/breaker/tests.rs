@@ -309,3 +309,41 @@ proptest! {
         prop_assert_eq!(history(&config, &steps), history(&config, &steps));
     }
 }
+
+mod manual {
+    use super::super::*;
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::seconds(seconds)
+    }
+
+    #[test]
+    fn a_latched_manual_disable_opens_with_p2_and_no_deadline() {
+        let decision = manual_disable(&Breaker::closed(), "maintenance", 0, at(100));
+        assert_eq!(decision.next.state, BreakerState::Open);
+        assert_eq!(decision.next.disabled_until, None);
+        assert_eq!(decision.next.severity, Some(Severity::P2));
+        assert_eq!(decision.next.opened_at, Some(at(100)));
+        assert_eq!(decision.outcome, Outcome::Disable { reason: "maintenance".into() });
+    }
+
+    #[test]
+    fn disabling_a_tripped_breaker_keeps_its_incident_severity_and_start() {
+        let tripped = manual_disable(&Breaker::closed(), "x", 60, at(0)).next;
+        let tripped = Breaker { severity: Some(Severity::P1), ..tripped };
+        let again = manual_disable(&tripped, "hold it", 120, at(30)).next;
+        assert_eq!(
+            (again.severity, again.opened_at, again.disabled_until),
+            (Some(Severity::P1), Some(at(0)), Some(at(150)))
+        );
+    }
+
+    #[test]
+    fn an_enable_closes_an_open_breaker_and_leaves_a_closed_one_as_it_is() {
+        let open = manual_disable(&Breaker::closed(), "x", 0, at(0)).next;
+        assert_eq!(manual_enable(&open, "done").next, Breaker::closed());
+        let closed = Breaker { consecutive_failures: 2, ..Breaker::closed() };
+        assert_eq!(manual_enable(&closed, "noop").next, closed);
+    }
+}

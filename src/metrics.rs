@@ -1,0 +1,186 @@
+//! Prometheus metrics: the older system's names where `domain.md` §8.1 lists them, and the pipeline's own.
+//!
+//! Labels come from bounded sets only (breaker names, severities, verdicts, error classes, partitions), never an
+//! id. Gauges that describe shared state (breaker state, queue depths) are refreshed from PostgreSQL, so every
+//! replica reports the same truth.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of the process, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Trips and disables, by reason (`drift`, `schema`, `manual`) and severity.
+    pub cb_disabled_total: IntCounterVec,
+    /// Incidents opened (`resolved="false"`) and resolved (`resolved="true"`), by severity.
+    pub cb_incidents_total: IntCounterVec,
+    /// Alert-queue rows waiting for delivery (the real pending count).
+    pub cb_alert_queue_depth: IntGauge,
+    /// Failed alert deliveries, by alert type and error type.
+    pub cb_alert_send_failures_total: IntCounterVec,
+    /// Closes, by reason (`manual`, `auto_recovery`).
+    pub cb_enabled_total: IntCounterVec,
+    /// Closes after a passed probation.
+    pub cb_auto_recovery_total: IntCounter,
+    /// Failing evaluations in a row, by breaker.
+    pub cb_consecutive_failures: IntGaugeVec,
+    /// Drift score of each scored event.
+    pub v2_drift_score: Histogram,
+    /// Events by verdict band.
+    pub v2_comparison_verdict_total: IntCounterVec,
+    /// Breaker state by breaker: 0 closed, 1 open, 2 half-open.
+    pub v2_circuit_breaker_state: IntGaugeVec,
+    /// Consumed records by what became of them: `inserted`, `duplicate`, `too_late`, `dead_letter`.
+    pub events_total: IntCounterVec,
+    /// Records sent to the dead-letter topic, by error class.
+    pub dlq_records_total: IntCounterVec,
+    /// Records per committed batch.
+    pub batch_size: Histogram,
+    /// Time from a batch's first record to its committed transaction.
+    pub batch_commit_seconds: Histogram,
+    /// Records behind the partition's high watermark, by partition.
+    pub consumer_lag_records: IntGaugeVec,
+    /// State events written but not yet published.
+    pub outbox_pending_events: IntGauge,
+    /// Age of the oldest unpublished state event.
+    pub outbox_lag_seconds: prometheus::Gauge,
+    /// Transient failures (database or broker unreachable) that made a batch wait and retry.
+    pub transient_failures_total: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let cb_alert_queue_depth =
+            IntGauge::new("costsim_cb_alert_queue_depth", "Alert-queue rows waiting for delivery.").expect("valid");
+        registry.register(Box::new(cb_alert_queue_depth.clone())).expect("unique metric");
+        let cb_auto_recovery_total =
+            IntCounter::new("costsim_cb_auto_recovery_total", "Closes after a passed probation.").expect("valid");
+        registry.register(Box::new(cb_auto_recovery_total.clone())).expect("unique metric");
+        let outbox_pending_events =
+            IntGauge::new("costsim_outbox_pending_events", "State events not yet published.").expect("valid");
+        registry.register(Box::new(outbox_pending_events.clone())).expect("unique metric");
+        let outbox_lag_seconds =
+            prometheus::Gauge::new("costsim_outbox_lag_seconds", "Age of the oldest unpublished state event.")
+                .expect("valid");
+        registry.register(Box::new(outbox_lag_seconds.clone())).expect("unique metric");
+        Metrics {
+            cb_disabled_total: counter_vec(
+                "costsim_cb_disabled_total",
+                "Breaker trips and manual disables.",
+                &["reason", "severity"],
+            ),
+            cb_incidents_total: counter_vec(
+                "costsim_cb_incidents_total",
+                "Incidents opened and resolved.",
+                &["severity", "resolved"],
+            ),
+            cb_alert_queue_depth,
+            cb_alert_send_failures_total: counter_vec(
+                "costsim_cb_alert_send_failures_total",
+                "Failed Alertmanager deliveries.",
+                &["alert_type", "error_type"],
+            ),
+            cb_enabled_total: counter_vec("costsim_cb_enabled_total", "Breaker closes.", &["reason"]),
+            cb_auto_recovery_total,
+            cb_consecutive_failures: gauge_vec(
+                "costsim_cb_consecutive_failures",
+                "Failing evaluations in a row.",
+                &["breaker"],
+            ),
+            v2_drift_score: histogram(
+                "costsim_v2_drift_score",
+                "Drift score of each scored event.",
+                vec![0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
+            ),
+            v2_comparison_verdict_total: counter_vec(
+                "costsim_v2_comparison_verdict_total",
+                "Events by verdict band.",
+                &["verdict"],
+            ),
+            v2_circuit_breaker_state: gauge_vec(
+                "costsim_v2_circuit_breaker_state",
+                "Breaker state: 0 closed, 1 open, 2 half-open.",
+                &["breaker"],
+            ),
+            events_total: counter_vec("costsim_events_total", "Consumed records by outcome.", &["outcome"]),
+            dlq_records_total: counter_vec(
+                "costsim_dlq_records_total",
+                "Records sent to the dead-letter topic.",
+                &["error_class"],
+            ),
+            batch_size: histogram(
+                "costsim_batch_size_records",
+                "Records per committed batch.",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+            ),
+            batch_commit_seconds: histogram(
+                "costsim_batch_commit_seconds",
+                "Time from a batch's first record to its commit.",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            consumer_lag_records: gauge_vec(
+                "costsim_consumer_lag_records",
+                "Records behind the high watermark.",
+                &["partition"],
+            ),
+            outbox_pending_events,
+            outbox_lag_seconds,
+            transient_failures_total: counter_vec(
+                "costsim_transient_failures_total",
+                "Batches that waited for an unreachable dependency.",
+                &["dependency"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric, as `/metrics` serves it.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding never fails");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_older_systems_metric_names_are_exported() {
+        let metrics = Metrics::new();
+        metrics.cb_disabled_total.with_label_values(&["drift", "P1"]).inc();
+        metrics.v2_drift_score.observe(0.3);
+        metrics.v2_circuit_breaker_state.with_label_values(&["costsim_v2"]).set(1);
+        let text = metrics.render();
+        for name in ["costsim_cb_disabled_total", "costsim_v2_drift_score_bucket", "costsim_v2_circuit_breaker_state"] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 mod backtest;
 mod migrate;
 mod produce;
+mod run;
 mod watch;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Apply the database schema migrations.
     Migrate(migrate::MigrateArgs),
+    /// Run the processor: consume simulation results, decide, and record every effect transactionally.
+    Run(run::RunArgs),
     /// Follow the breaker-state topic and print one line per state change.
     Watch(watch::WatchArgs),
 }
@@ -43,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backtest(args) => backtest::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
     }
 }

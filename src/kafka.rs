@@ -9,6 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// Default name of the topic simulation results arrive on.
@@ -166,7 +167,24 @@ impl<'p> ConfirmedSender<'p> {
 
     /// Enqueues one record; returns once librdkafka has accepted it (not yet delivered).
     pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        self.send_with_headers(topic, Some(key), payload, None).await
+    }
+
+    /// Enqueues one record with optional key and headers; returns once librdkafka has accepted it.
+    pub async fn send_with_headers(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {

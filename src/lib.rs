@@ -22,6 +22,8 @@ pub mod generate;
 pub mod kafka;
 /// Prometheus metrics: the older system's names plus the pipeline's own.
 pub mod metrics;
+/// The processor: per partition and batch, one transaction for provenance, window, offsets and decisions.
+pub mod pipeline;
 /// PostgreSQL: connection pool and schema migrations.
 pub mod store;
 /// Logging setup.

@@ -19,6 +19,9 @@ pub struct Source<'a> {
     pub partition: i32,
 }
 
+/// A stored bucket row: start, sketch bytes, schema errors, unscored events.
+type BucketRow = (DateTime<Utc>, Option<Vec<u8>>, i64, i64);
+
 fn to_bucket(sketch: Option<Vec<u8>>, schema_errors: i64, unscored: i64) -> Result<Bucket, sqlx::Error> {
     let drift = DriftSketch::try_from(sketch).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Bucket { drift, schema_errors: schema_errors as u64, unscored: unscored as u64 })
@@ -34,7 +37,7 @@ pub async fn merge(
         return Ok(());
     }
     let starts: Vec<DateTime<Utc>> = contributions.keys().copied().collect();
-    let stored: Vec<(DateTime<Utc>, Option<Vec<u8>>, i64, i64)> = sqlx::query_as(
+    let stored: Vec<BucketRow> = sqlx::query_as(
         "SELECT bucket_start, sketch, schema_error_count, unscored_count FROM costsim_drift_buckets \
          WHERE breaker = $1 AND topic = $2 AND \"partition\" = $3 AND bucket_start = ANY($4)",
     )
@@ -86,7 +89,7 @@ pub async fn load(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<BTreeMap<DateTime<Utc>, Bucket>, sqlx::Error> {
-    let rows: Vec<(DateTime<Utc>, Option<Vec<u8>>, i64, i64)> = sqlx::query_as(
+    let rows: Vec<BucketRow> = sqlx::query_as(
         "SELECT bucket_start, sketch, schema_error_count, unscored_count FROM costsim_drift_buckets \
          WHERE breaker = $1 AND bucket_start >= $2 AND bucket_start < $3",
     )

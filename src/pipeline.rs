@@ -1,0 +1,285 @@
+//! The processor behind `run`: consumes simulation results and, per partition and batch, commits ONE PostgreSQL
+//! transaction holding the provenance rows, the drift-bucket updates, the consumed offset, the breaker decisions of
+//! every bucket that closed, and their incident, alert and state-event rows.
+//!
+//! # Delivery guarantee
+//! Every record of the results topic has its effects exactly once, across crashes, restarts and rebalances:
+//! - the next offset of each partition lives in `costsim_consumed_offsets` and is updated in the batch's
+//!   transaction, under a row lock taken first; a batch whose records lie below that offset is dropped (already
+//!   done), one that starts above it is refused and the partition seeks back. So a zombie consumer that lost its
+//!   partition, or a record re-delivered after a crash, can never apply twice, and nothing is skipped;
+//! - provenance is idempotent on `event_id` too, and only newly inserted events reach the window, so an event
+//!   produced twice counts once;
+//! - breaker decisions are taken under the breaker row's lock, once per closed bucket (`last_evaluated_at`), over
+//!   the buckets of all partitions, so N instances decide as one would;
+//! - undecodable or invalid records go to the dead-letter topic, and the delivery is confirmed before the
+//!   transaction that advances past them commits (a crash in between may repeat a dead letter, never lose one);
+//! - a transient failure (database or broker unreachable) rolls back and retries with capped backoff; the offset
+//!   does not move meanwhile.
+//!
+//! It depends on: PostgreSQL being the only writer of these tables' truth, and the results topic not being
+//! compacted or transactional (offsets of a partition are consecutive). Kafka group commits are made after each
+//! transaction for lag tools only; nothing reads them back except as a starting position, which the fence
+//! corrects.
+
+mod batch;
+mod evaluate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::BreakerConfig;
+use crate::kafka::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::store::breaker::ApplySettings;
+use crate::window::WindowSpec;
+
+pub use batch::BatchError;
+
+/// How the processor batches and judges; every field is a flag and an environment variable of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineSettings {
+    /// Largest number of records of one partition committed in one transaction.
+    #[arg(long, env = "COSTSIM_BATCH_MAX_RECORDS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_max_records: u32,
+    /// Longest time, in milliseconds, a record waits in a batch before its transaction starts.
+    #[arg(long, env = "COSTSIM_BATCH_MAX_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub batch_max_wait_ms: u64,
+    /// Seconds after which a partition with no new records stops holding back the event-time watermark.
+    #[arg(long, env = "COSTSIM_IDLE_PARTITION_SECONDS", default_value_t = 10.0)]
+    pub idle_partition_seconds: f64,
+    /// Events further in the future than this many seconds (by the wall clock) are dead-lettered: one bogus
+    /// timestamp would otherwise close every bucket up to it.
+    #[arg(long, env = "COSTSIM_MAX_FUTURE_SKEW_SECONDS", default_value_t = 300)]
+    pub max_future_skew_seconds: u64,
+    /// The breaker these events feed.
+    #[arg(long = "breaker", env = "COSTSIM_BREAKER_NAME", default_value = "costsim_v2")]
+    pub breaker: String,
+}
+
+/// Everything the processor needs, built once by `run`.
+pub struct Pipeline {
+    /// Pooled connections for batch transactions.
+    pub pool: PgPool,
+    /// Brokers, topics and group.
+    pub kafka: KafkaConfig,
+    /// Batching and judging settings.
+    pub settings: PipelineSettings,
+    /// The breaker engine's settings.
+    pub engine: BreakerConfig,
+    /// What decisions write besides the state.
+    pub apply: ApplySettings,
+    /// Where to count.
+    pub metrics: Metrics,
+}
+
+/// What the consumer's context remembers between polls.
+struct Context {
+    metrics: Metrics,
+    topic: String,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag_records
+                        .with_label_values(&[&partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partitions(tpl), "Partitions assigned."),
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = ?partitions(tpl), "Partitions revoked."),
+            Rebalance::Error(err) => tracing::warn!(error = %err, "Rebalance failed."),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Records of one partition waiting for their transaction.
+struct Pending {
+    records: Vec<OwnedMessage>,
+    since: Instant,
+}
+
+impl Pipeline {
+    fn window(&self) -> anyhow::Result<WindowSpec> {
+        self.engine.window_spec().context("invalid window settings")
+    }
+
+    fn consumer(&self) -> anyhow::Result<StreamConsumer<Context>> {
+        let mut config = self.kafka.client_config();
+        config
+            .set("group.id", &self.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000");
+        for (key, value) in &self.kafka.options {
+            config.set(key, value);
+        }
+        let context = Context { metrics: self.metrics.clone(), topic: self.kafka.results_topic.clone() };
+        let consumer: StreamConsumer<Context> =
+            config.create_with_context(context).context("cannot create the Kafka consumer")?;
+        consumer
+            .subscribe(&[&self.kafka.results_topic])
+            .with_context(|| format!("cannot subscribe to {}", self.kafka.results_topic))?;
+        Ok(consumer)
+    }
+
+    /// Consumes until `cancel` fires, then finishes the batches in flight (within `shutdown_deadline`) and returns.
+    pub async fn run(&self, cancel: CancellationToken, shutdown_deadline: Duration) -> anyhow::Result<()> {
+        let window = self.window()?;
+        let consumer = self.consumer()?;
+        let batcher = batch::Batcher::new(self, window)?;
+        let max_records = self.settings.batch_max_records as usize;
+        let max_wait = Duration::from_millis(self.settings.batch_max_wait_ms);
+        let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
+        // After a seek, records of the partition still in flight from the old position are dropped until the
+        // record at the sought offset arrives.
+        let mut seeking: HashMap<i32, i64> = HashMap::new();
+        tracing::info!(topic = %self.kafka.results_topic, group = %self.kafka.group_id, "Processor started.");
+        loop {
+            let due = pending.values().map(|p| p.since + max_wait).min();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(due) => {
+                    let ready: Vec<i32> =
+                        pending.iter().filter(|(_, p)| p.since.elapsed() >= max_wait).map(|(p, _)| *p).collect();
+                    for partition in ready {
+                        let records = pending.remove(&partition).expect("listed").records;
+                        self.flush(&consumer, &batcher, partition, records, &mut seeking, &cancel).await?;
+                    }
+                }
+                message = consumer.recv() => {
+                    let message = match message {
+                        Ok(m) => m.detach(),
+                        Err(err) => {
+                            // librdkafka retries broker errors itself; they are reported, not fatal.
+                            tracing::warn!(error = %err, "Kafka consumer error.");
+                            self.metrics.transient_failures_total.with_label_values(&["kafka"]).inc();
+                            continue;
+                        }
+                    };
+                    let partition = message.partition();
+                    if let Some(target) = seeking.get(&partition).copied() {
+                        if message.offset() != target {
+                            continue;
+                        }
+                        seeking.remove(&partition);
+                    }
+                    let entry = pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), since: Instant::now() });
+                    entry.records.push(message);
+                    if entry.records.len() >= max_records {
+                        let records = pending.remove(&partition).expect("present").records;
+                        self.flush(&consumer, &batcher, partition, records, &mut seeking, &cancel).await?;
+                    }
+                }
+            }
+        }
+        // Finish what was read: commit it now rather than have the next owner read it again.
+        let drain = CancellationToken::new();
+        let finishing = async {
+            for (partition, p) in std::mem::take(&mut pending) {
+                self.flush(&consumer, &batcher, partition, p.records, &mut seeking, &drain).await?;
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(shutdown_deadline, finishing).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                ?shutdown_deadline,
+                "Shutdown deadline passed with batches uncommitted; their records will be consumed again."
+            ),
+        }
+        tracing::info!("Processor stopped.");
+        Ok(())
+    }
+
+    /// Commits one partition's batch, retrying transient failures with capped backoff until it commits or `cancel`
+    /// fires (then the records are simply left for the next owner: nothing was committed).
+    async fn flush(
+        &self,
+        consumer: &StreamConsumer<Context>,
+        batcher: &batch::Batcher<'_>,
+        partition: i32,
+        records: Vec<OwnedMessage>,
+        seeking: &mut HashMap<i32, i64>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let started = records.first().map(|_| Instant::now());
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let outcome = loop {
+            match batcher.commit(partition, &records).await {
+                Ok(outcome) => break outcome,
+                Err(err) => {
+                    let dependency = err.dependency();
+                    self.metrics.transient_failures_total.with_label_values(&[dependency]).inc();
+                    let delay = backoff.next().expect("retries forever");
+                    tracing::warn!(partition, error = %err, retry_in = ?delay, "Batch not committed; retrying.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        match outcome {
+            batch::Outcome::Committed { next_offset, records: n } => {
+                if let Some(started) = started {
+                    self.metrics.batch_commit_seconds.observe(started.elapsed().as_secs_f64());
+                }
+                self.metrics.batch_size.observe(n as f64);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&self.kafka.results_topic, partition, Offset::Offset(next_offset))?;
+                // For lag tools only; the fence in PostgreSQL is the truth.
+                if let Err(err) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(partition, error = %err, "Kafka group commit failed (lag reporting only).");
+                }
+            }
+            batch::Outcome::Seek(offset) => {
+                tracing::info!(partition, offset, "Seeking to the offset recorded in PostgreSQL.");
+                seeking.insert(partition, offset);
+                consumer
+                    .seek(&self.kafka.results_topic, partition, Offset::Offset(offset), Duration::from_secs(10))
+                    .with_context(|| format!("cannot seek partition {partition} to offset {offset}"))?;
+            }
+            batch::Outcome::AlreadyDone => {}
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,106 @@
+//! The breaker decisions of the buckets that closed, taken under the breaker row's lock in the batch's
+//! transaction.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgConnection;
+
+use super::Pipeline;
+use crate::breaker::{Outcome, decide};
+use crate::event::Severity;
+use crate::store::{breaker, buckets, offsets};
+use crate::window::{WindowSpec, WindowSummary};
+
+/// At most this many bucket ends are judged in one transaction; a longer gap (a stream resuming after a day)
+/// judges only the most recent ones, whose windows are the only ones that can hold events.
+const MAX_EVALUATIONS: usize = 4096;
+
+/// Decides once for every bucket that closed since the last decision, oldest first.
+pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
+    let Some(merged) = offsets::merged_watermark(tx, group, topic, p.settings.idle_partition_seconds).await? else {
+        return Ok(());
+    };
+    // The bucket holding the watermark is still open; every bucket before it is closed.
+    let closed_until = window.bucket_start(merged);
+    let name = p.settings.breaker.as_str();
+    let due = |last: Option<DateTime<Utc>>| last.is_none_or(|l| l < closed_until);
+    // Look without the lock first, so batches inside one bucket never wait for the breaker row.
+    match breaker::get(tx, name).await? {
+        Some(row) if due(row.last_evaluated_at) => {}
+        _ => return Ok(()),
+    }
+    let Some(mut row) = breaker::lock(tx, name).await? else { return Ok(()) };
+    if !due(row.last_evaluated_at) {
+        return Ok(());
+    }
+    let ends = bucket_ends(row.last_evaluated_at, closed_until, window.bucket());
+    let stored = buckets::load(tx, name, ends[0] - p.engine.window(), closed_until).await?;
+    for end in ends {
+        let (start, stop) = row.record.window_bounds(&p.engine, end);
+        let summary = WindowSummary::of_buckets(start, stop, stored.range(start..stop).map(|(at, b)| (*at, b)));
+        let decision = decide(&row.record, &summary, &p.engine, end);
+        count(p, &decision.outcome);
+        let change = breaker::apply(tx, &row, &decision, breaker::AUTOMATIC_ACTOR, &p.apply, end, Some(end)).await?;
+        if let Some(change) = change {
+            tracing::info!(breaker = name, version = change.version, from = %change.from_state, to = %change.to_state,
+                reason = %change.reason, "Breaker state changed.");
+        }
+        row = breaker::lock(tx, name).await?.expect("the locked row exists");
+    }
+    Ok(())
+}
+
+/// The ends of the buckets to judge: each one after `last` up to `closed_until`, or only `closed_until` the
+/// first time (history before the processor's first decision is not replayed as decisions).
+fn bucket_ends(last: Option<DateTime<Utc>>, closed_until: DateTime<Utc>, step: TimeDelta) -> Vec<DateTime<Utc>> {
+    let Some(last) = last else { return vec![closed_until] };
+    let count = ((closed_until - last).num_milliseconds() / step.num_milliseconds().max(1)).max(0) as usize;
+    let skip = count.saturating_sub(MAX_EVALUATIONS);
+    if skip > 0 {
+        tracing::warn!(skipped = skip, "Event time jumped; judging only the most recent buckets.");
+    }
+    (skip + 1..=count).map(|i| last + step * i as i32).collect()
+}
+
+fn count(p: &Pipeline, outcome: &Outcome) {
+    let m = &p.metrics;
+    match outcome {
+        Outcome::Trip { severity, .. } => {
+            let reason = if *severity == Severity::P3 { "schema" } else { "drift" };
+            m.cb_disabled_total.with_label_values(&[reason, severity.as_str()]).inc();
+            m.cb_incidents_total.with_label_values(&[severity.as_str(), "false"]).inc();
+        }
+        Outcome::Close { .. } => {
+            m.cb_auto_recovery_total.inc();
+            m.cb_enabled_total.with_label_values(&["auto_recovery"]).inc();
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::seconds(seconds)
+    }
+
+    #[test]
+    fn the_first_decision_judges_only_the_latest_closed_bucket() {
+        assert_eq!(bucket_ends(None, at(100), TimeDelta::seconds(10)), [at(100)]);
+    }
+
+    #[test]
+    fn every_bucket_closed_since_the_last_decision_is_judged_in_order() {
+        assert_eq!(bucket_ends(Some(at(70)), at(100), TimeDelta::seconds(10)), [at(80), at(90), at(100)]);
+        assert!(bucket_ends(Some(at(100)), at(100), TimeDelta::seconds(10)).is_empty());
+    }
+
+    #[test]
+    fn a_huge_jump_judges_only_the_most_recent_buckets() {
+        let ends = bucket_ends(Some(at(0)), at(10 * 100_000), TimeDelta::seconds(10));
+        assert_eq!(ends.len(), MAX_EVALUATIONS);
+        assert_eq!(ends.last(), Some(&at(1_000_000)));
+    }
+}

@@ -233,6 +233,8 @@ CREATE TABLE costsim_leader_leases (
     holder       TEXT        NOT NULL,
     acquired_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- The holder's server process: the session that holds the advisory lock (pg_terminate_backend ends it).
+    backend_pid  INTEGER     NOT NULL,
     CONSTRAINT pk_costsim_leader_leases PRIMARY KEY (lock_id),
     CONSTRAINT ck_costsim_leader_leases_lock_range CHECK (lock_id BETWEEN 7000 AND 7999)
 );

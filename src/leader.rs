@@ -1,0 +1,424 @@
+//! Leader election for singleton jobs (state relay, timers, alert drainer, canary) with PostgreSQL advisory locks.
+//!
+//! # Guarantee
+//! A job runs only while its contender holds the job's session-level advisory lock on a **dedicated**
+//! connection, opened for the purpose and never taken from a pool (a pooled or PgBouncer-multiplexed session
+//! would leak the lock to whoever reuses it, `domain.md` §11.25). The holder records itself in
+//! `costsim_leader_leases` and checks every [`LeaderTiming::check_interval`] that its connection answers and
+//! still holds the lock. When a check fails or times out, the job's [`CancellationToken`] is cancelled at once and
+//! the contender goes back to acquiring; on a clean stop it deletes its lease and unlocks explicitly.
+//!
+//! What it does not guarantee: between the moment PostgreSQL drops a dead leader's session (which frees the lock
+//! for another contender) and that leader's next failed check, two jobs may run for up to `check_interval +
+//! check_timeout`. Jobs therefore also claim their work row by row (`FOR UPDATE SKIP LOCKED`), so two leaders by
+//! mistake still never deliver the same row twice at once.
+//!
+//! The connection must reach PostgreSQL directly (not through PgBouncer in transaction mode): pass the direct
+//! address.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// The advisory lock of each singleton job: every lock id of the system is declared here, in 7000–7999.
+///
+/// 7001 and 7002 keep the older system's ids; 7003 (provenance archiver) and 7004 (baseline backfill) were
+/// reserved there and are skipped, so a deployment that still runs the older system against the same database
+/// cannot collide with ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaderLock {
+    /// The daily canary run.
+    Canary = 7001,
+    /// The Alertmanager outbox drainer.
+    AlertWorker = 7002,
+    /// The state-event relay to the compacted state topic.
+    StateRelay = 7005,
+    /// The wall-clock breaker timers (open → half-open, probation decisions).
+    Timers = 7006,
+}
+
+impl LeaderLock {
+    /// Every lock, in id order.
+    pub const ALL: [LeaderLock; 4] =
+        [LeaderLock::Canary, LeaderLock::AlertWorker, LeaderLock::StateRelay, LeaderLock::Timers];
+
+    /// The advisory lock id (`pg_try_advisory_lock(id)`), also the lease row's key.
+    pub const fn id(self) -> i32 {
+        self as i32
+    }
+
+    /// The job's name in leases and logs.
+    pub const fn job(self) -> &'static str {
+        match self {
+            LeaderLock::Canary => "canary",
+            LeaderLock::AlertWorker => "alert_worker",
+            LeaderLock::StateRelay => "state_relay",
+            LeaderLock::Timers => "timers",
+        }
+    }
+}
+
+impl std::fmt::Display for LeaderLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.job(), self.id())
+    }
+}
+
+/// How often a leader checks its connection, how long it waits, and how contenders retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderTiming {
+    /// Time between two liveness checks of the leader's connection; also bounds how long a dead leader's job
+    /// may run on.
+    pub check_interval: Duration,
+    /// How long one liveness check may take before the leader counts its connection as lost.
+    pub check_timeout: Duration,
+    /// Time between two attempts of a contender that found the lock taken (or could not connect).
+    pub retry_interval: Duration,
+    /// How long a job may take to return once its token is cancelled before it is dropped mid-flight.
+    pub stop_grace: Duration,
+}
+
+impl Default for LeaderTiming {
+    fn default() -> Self {
+        LeaderTiming {
+            check_interval: Duration::from_secs(2),
+            check_timeout: Duration::from_secs(2),
+            retry_interval: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A held advisory lock: the dedicated connection that holds it and the lease row that names the holder.
+pub struct LeaderSession {
+    conn: PgConnection,
+    lock: LeaderLock,
+    backend_pid: i32,
+}
+
+/// What an attempt to take the lock found.
+enum Attempt {
+    /// The lock is ours.
+    Acquired(LeaderSession),
+    /// Another session holds it; the connection is handed back for the next attempt.
+    Busy(PgConnection),
+}
+
+/// Opens the dedicated connection of a contender, named so operators can find it in `pg_stat_activity`.
+async fn connect(options: &PgConnectOptions, lock: LeaderLock) -> Result<PgConnection, sqlx::Error> {
+    options.clone().application_name(&format!("costsim-breaker leader {}", lock.job())).connect().await
+}
+
+impl LeaderSession {
+    /// Opens a dedicated connection and tries the lock once; `None` when another session holds it.
+    pub async fn try_acquire(
+        options: &PgConnectOptions,
+        lock: LeaderLock,
+        holder: &str,
+    ) -> Result<Option<LeaderSession>, sqlx::Error> {
+        let conn = connect(options, lock).await?;
+        match Self::attempt(conn, lock, holder).await? {
+            Attempt::Acquired(session) => Ok(Some(session)),
+            Attempt::Busy(conn) => {
+                let _ = conn.close().await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn attempt(mut conn: PgConnection, lock: LeaderLock, holder: &str) -> Result<Attempt, sqlx::Error> {
+        let acquired: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1::bigint)").bind(lock.id()).fetch_one(&mut conn).await?;
+        if !acquired {
+            return Ok(Attempt::Busy(conn));
+        }
+        // On error the connection is dropped, which ends the session and frees the lock with it.
+        let backend_pid: i32 = sqlx::query_scalar(
+            "INSERT INTO costsim_leader_leases (lock_id, job, holder, backend_pid) VALUES ($1, $2, $3, pg_backend_pid()) \
+             ON CONFLICT ON CONSTRAINT pk_costsim_leader_leases DO UPDATE SET job = EXCLUDED.job, \
+             holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, acquired_at = now(), heartbeat_at = now() \
+             RETURNING backend_pid",
+        )
+        .bind(lock.id())
+        .bind(lock.job())
+        .bind(holder)
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(Attempt::Acquired(LeaderSession { conn, lock, backend_pid }))
+    }
+
+    /// The lock this session holds.
+    pub fn lock(&self) -> LeaderLock {
+        self.lock
+    }
+
+    /// The PostgreSQL server process of the dedicated connection.
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    /// Checks that the connection answers and still holds the lock, and records the heartbeat; `false` when the
+    /// lock or the lease is no longer this session's.
+    pub async fn check(&mut self) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE costsim_leader_leases SET heartbeat_at = now() \
+             WHERE lock_id = $1 AND backend_pid = pg_backend_pid() AND EXISTS ( \
+                 SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
+                 AND classid = 0 AND objid = $1::oid AND objsubid = 1)",
+        )
+        .bind(self.lock.id())
+        .execute(&mut self.conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the lease, unlocks explicitly and closes the connection.
+    pub async fn release(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM costsim_leader_leases WHERE lock_id = $1 AND backend_pid = pg_backend_pid()")
+            .bind(self.lock.id())
+            .execute(&mut self.conn)
+            .await?;
+        let _held: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1::bigint)")
+            .bind(self.lock.id())
+            .fetch_one(&mut self.conn)
+            .await?;
+        self.conn.close().await
+    }
+}
+
+/// How one term of leadership ended.
+enum Term {
+    /// The caller cancelled: stop contending.
+    Stopped,
+    /// The job returned by itself (done or failed): stop contending and report it.
+    Finished(anyhow::Result<()>),
+    /// The connection or the lock was lost: contend again.
+    Lost,
+}
+
+/// One contender for one lock: acquires it, runs the job while it holds it, and contends again when it loses it.
+#[derive(Debug, Clone)]
+pub struct Election {
+    options: PgConnectOptions,
+    lock: LeaderLock,
+    holder: String,
+    timing: LeaderTiming,
+}
+
+impl Election {
+    /// A contender for `lock` named `holder` (e.g. the instance id), connecting with `options` (a direct address,
+    /// not a pooler), with the default timing.
+    pub fn new(options: PgConnectOptions, lock: LeaderLock, holder: impl Into<String>) -> Self {
+        Election { options, lock, holder: holder.into(), timing: LeaderTiming::default() }
+    }
+
+    /// The same contender with other timing.
+    pub fn with_timing(self, timing: LeaderTiming) -> Self {
+        Election { timing, ..self }
+    }
+
+    /// Contends until `cancel`, running `job` with a child token for each term of leadership. Returns `Ok` when
+    /// cancelled (after the job stopped and the lock was released) or when the job returned `Ok` by itself, and
+    /// the job's error when it failed while leading (a failing job takes the process down loudly).
+    pub async fn run<F, Fut>(&self, cancel: CancellationToken, mut job: F) -> anyhow::Result<()>
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let (lock, holder) = (self.lock, self.holder.as_str());
+        loop {
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                connected = connect(&self.options, lock) => connected,
+            };
+            let mut conn = match connected {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(job = lock.job(), holder, error = %err, "Cannot connect to contend for leadership.");
+                    if !self.pause(&cancel).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let mut announced = false;
+            let session = loop {
+                let attempt = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    attempt = LeaderSession::attempt(conn, lock, holder) => attempt,
+                };
+                match attempt {
+                    Ok(Attempt::Acquired(session)) => break Some(session),
+                    Ok(Attempt::Busy(busy)) => {
+                        if !announced {
+                            tracing::info!(job = lock.job(), holder, "Another instance leads; standing by.");
+                            announced = true;
+                        }
+                        conn = busy;
+                        if !self.pause(&cancel).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(job = lock.job(), holder, error = %err, "Cannot try the leader lock.");
+                        break None;
+                    }
+                }
+            };
+            let Some(session) = session else {
+                if !self.pause(&cancel).await {
+                    return Ok(());
+                }
+                continue;
+            };
+            tracing::info!(job = lock.job(), holder, backend_pid = session.backend_pid(), "Became leader.");
+            match self.lead(session, &cancel, &mut job).await {
+                Term::Stopped => return Ok(()),
+                Term::Finished(result) => return result,
+                // Pause before contending again: another contender that is alive gets the first chance.
+                Term::Lost => {
+                    if !self.pause(&cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one term: the job, and the liveness checks beside it.
+    async fn lead<F, Fut>(&self, mut session: LeaderSession, cancel: &CancellationToken, job: &mut F) -> Term
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let (lock, holder, timing) = (self.lock, self.holder.as_str(), self.timing);
+        let token = cancel.child_token();
+        let mut work = std::pin::pin!(job(token.clone()));
+        let mut checks = tokio::time::interval_at(Instant::now() + timing.check_interval, timing.check_interval);
+        // After a slow check, wait a full interval again rather than checking in a burst.
+        checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    self.release(session).await;
+                    return match result {
+                        Ok(()) if cancel.is_cancelled() => Term::Stopped,
+                        Ok(()) => {
+                            tracing::info!(job = lock.job(), holder, "Leader job finished; released the lock.");
+                            Term::Finished(Ok(()))
+                        }
+                        Err(err) => Term::Finished(Err(err.context(format!("leader job {lock} failed")))),
+                    };
+                }
+                _ = cancel.cancelled() => {
+                    // The job holds the child token and is stopping; give it its grace, then unlock.
+                    let result = self.finish(&mut work).await;
+                    self.release(session).await;
+                    return match result {
+                        Some(Err(err)) => Term::Finished(Err(err.context(format!("leader job {lock} failed")))),
+                        _ => Term::Stopped,
+                    };
+                }
+                _ = checks.tick() => {
+                    let why = match tokio::time::timeout(timing.check_timeout, session.check()).await {
+                        Ok(Ok(true)) => continue,
+                        Ok(Ok(false)) => "the lock or the lease is no longer held by this session".to_owned(),
+                        Ok(Err(err)) => err.to_string(),
+                        Err(_) => format!("the liveness check took longer than {:?}", timing.check_timeout),
+                    };
+                    token.cancel();
+                    tracing::warn!(job = lock.job(), holder, reason = %why, "Lost leadership; stopped the job.");
+                    // Dropping the connection ends its session (if it still exists), which frees the lock.
+                    drop(session);
+                    if let Some(Err(err)) = self.finish(&mut work).await {
+                        tracing::warn!(job = lock.job(), holder, error = %err, "Leader job failed while stopping.");
+                    }
+                    return Term::Lost;
+                }
+            }
+        }
+    }
+
+    /// Waits up to the grace period for a cancelled job; `None` when it had to be dropped mid-flight.
+    async fn finish<Fut: Future<Output = anyhow::Result<()>>>(
+        &self,
+        work: &mut std::pin::Pin<&mut Fut>,
+    ) -> Option<anyhow::Result<()>> {
+        match tokio::time::timeout(self.timing.stop_grace, work.as_mut()).await {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::warn!(job = self.lock.job(), holder = %self.holder, grace = ?self.timing.stop_grace,
+                    "Leader job did not stop within its grace period; dropped it.");
+                None
+            }
+        }
+    }
+
+    /// Unlocks and closes; a failure only means the session ends by itself when the connection drops.
+    async fn release(&self, session: LeaderSession) {
+        match tokio::time::timeout(self.timing.check_timeout, session.release()).await {
+            Ok(Ok(())) => tracing::info!(job = self.lock.job(), holder = %self.holder, "Released the leader lock."),
+            Ok(Err(err)) => tracing::warn!(job = self.lock.job(), holder = %self.holder, error = %err,
+                "Cannot release the leader lock; dropping its connection instead."),
+            Err(_) => tracing::warn!(job = self.lock.job(), holder = %self.holder,
+                "Releasing the leader lock timed out; dropping its connection instead."),
+        }
+    }
+
+    /// Sleeps one retry interval; `false` when cancelled meanwhile.
+    async fn pause(&self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(self.timing.retry_interval) => true,
+        }
+    }
+}
+
+/// Runs `job` whenever this contender holds `lock`, until `cancel`: see [`Election::run`].
+pub async fn run_as_leader<F, Fut>(
+    options: &PgConnectOptions,
+    lock: LeaderLock,
+    holder: &str,
+    cancel: CancellationToken,
+    job: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    Election::new(options.clone(), lock, holder).run(cancel, job).await
+}
+
+/// Parses a database URL into the options of a dedicated leader connection.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse().with_context(|| format!("invalid database URL {}", crate::store::redact(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_ids_are_unique_and_in_the_reserved_range() {
+        let ids: std::collections::BTreeSet<i32> = LeaderLock::ALL.iter().map(|l| l.id()).collect();
+        assert_eq!(ids.len(), LeaderLock::ALL.len());
+        assert!(ids.iter().all(|id| (7000..=7999).contains(id)), "{ids:?}");
+    }
+
+    #[test]
+    fn the_older_systems_lock_ids_are_kept() {
+        assert_eq!(LeaderLock::Canary.id(), 7001);
+        assert_eq!(LeaderLock::AlertWorker.id(), 7002);
+    }
+
+    #[test]
+    fn job_names_are_distinct() {
+        let names: std::collections::BTreeSet<&str> = LeaderLock::ALL.iter().map(|l| l.job()).collect();
+        assert_eq!(names.len(), LeaderLock::ALL.len());
+    }
+}

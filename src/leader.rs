@@ -16,14 +16,18 @@
 //! The connection must reach PostgreSQL directly (not through PgBouncer in transaction mode): pass the direct
 //! address.
 
+mod session;
+
 use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions as _, Connection as _};
+use sqlx::postgres::PgConnectOptions;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+pub use session::LeaderSession;
+use session::{Attempt, connect};
 
 /// The advisory lock of each singleton job: every lock id of the system is declared here, in 7000–7999.
 ///
@@ -91,103 +95,6 @@ impl Default for LeaderTiming {
             retry_interval: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
         }
-    }
-}
-
-/// A held advisory lock: the dedicated connection that holds it and the lease row that names the holder.
-pub struct LeaderSession {
-    conn: PgConnection,
-    lock: LeaderLock,
-    backend_pid: i32,
-}
-
-/// What an attempt to take the lock found.
-enum Attempt {
-    /// The lock is ours.
-    Acquired(LeaderSession),
-    /// Another session holds it; the connection is handed back for the next attempt.
-    Busy(PgConnection),
-}
-
-/// Opens the dedicated connection of a contender, named so operators can find it in `pg_stat_activity`.
-async fn connect(options: &PgConnectOptions, lock: LeaderLock) -> Result<PgConnection, sqlx::Error> {
-    options.clone().application_name(&format!("costsim-breaker leader {}", lock.job())).connect().await
-}
-
-impl LeaderSession {
-    /// Opens a dedicated connection and tries the lock once; `None` when another session holds it.
-    pub async fn try_acquire(
-        options: &PgConnectOptions,
-        lock: LeaderLock,
-        holder: &str,
-    ) -> Result<Option<LeaderSession>, sqlx::Error> {
-        let conn = connect(options, lock).await?;
-        match Self::attempt(conn, lock, holder).await? {
-            Attempt::Acquired(session) => Ok(Some(session)),
-            Attempt::Busy(conn) => {
-                let _ = conn.close().await;
-                Ok(None)
-            }
-        }
-    }
-
-    async fn attempt(mut conn: PgConnection, lock: LeaderLock, holder: &str) -> Result<Attempt, sqlx::Error> {
-        let acquired: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1::bigint)").bind(lock.id()).fetch_one(&mut conn).await?;
-        if !acquired {
-            return Ok(Attempt::Busy(conn));
-        }
-        // On error the connection is dropped, which ends the session and frees the lock with it.
-        let backend_pid: i32 = sqlx::query_scalar(
-            "INSERT INTO costsim_leader_leases (lock_id, job, holder, backend_pid) VALUES ($1, $2, $3, pg_backend_pid()) \
-             ON CONFLICT ON CONSTRAINT pk_costsim_leader_leases DO UPDATE SET job = EXCLUDED.job, \
-             holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, acquired_at = now(), heartbeat_at = now() \
-             RETURNING backend_pid",
-        )
-        .bind(lock.id())
-        .bind(lock.job())
-        .bind(holder)
-        .fetch_one(&mut conn)
-        .await?;
-        Ok(Attempt::Acquired(LeaderSession { conn, lock, backend_pid }))
-    }
-
-    /// The lock this session holds.
-    pub fn lock(&self) -> LeaderLock {
-        self.lock
-    }
-
-    /// The PostgreSQL server process of the dedicated connection.
-    pub fn backend_pid(&self) -> i32 {
-        self.backend_pid
-    }
-
-    /// Checks that the connection answers and still holds the lock, and records the heartbeat; `false` when the
-    /// lock or the lease is no longer this session's.
-    pub async fn check(&mut self) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE costsim_leader_leases SET heartbeat_at = now() \
-             WHERE lock_id = $1 AND backend_pid = pg_backend_pid() AND EXISTS ( \
-                 SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
-                 AND classid = 0 AND objid = $1::oid AND objsubid = 1)",
-        )
-        .bind(self.lock.id())
-        .execute(&mut self.conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Deletes the lease, unlocks explicitly and closes the connection.
-    pub async fn release(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM costsim_leader_leases WHERE lock_id = $1 AND backend_pid = pg_backend_pid()")
-            .bind(self.lock.id())
-            .execute(&mut self.conn)
-            .await?;
-        let _held: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1::bigint)")
-            .bind(self.lock.id())
-            .fetch_one(&mut self.conn)
-            .await?;
-        self.conn.close().await
     }
 }
 

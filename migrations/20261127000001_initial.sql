@@ -183,12 +183,14 @@ CREATE TABLE costsim_consumed_offsets (
     consumer_group TEXT        NOT NULL,
     topic          TEXT        NOT NULL,
     "partition"    INTEGER     NOT NULL,
-    next_offset    BIGINT      NOT NULL,
-    -- Largest event time consumed from the partition; the merged watermark is the minimum over active partitions.
+    -- NULL until the partition's first batch: then that batch's first offset is where it starts.
+    next_offset    BIGINT,
+    -- Largest event time consumed from the partition.
     watermark      TIMESTAMPTZ,
+    -- Last time the partition moved, or was (re)registered by a processor that starts consuming it.
     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT pk_costsim_consumed_offsets PRIMARY KEY (consumer_group, topic, "partition"),
-    CONSTRAINT ck_costsim_consumed_offsets_offset CHECK (next_offset >= 0)
+    CONSTRAINT ck_costsim_consumed_offsets_offset CHECK (next_offset IS NULL OR next_offset >= 0)
 );
 
 -- Drift sketch buckets per breaker and source partition, merged across partitions when a window is evaluated.

@@ -54,7 +54,8 @@ pub struct PipelineSettings {
     /// Longest time, in milliseconds, a record waits in a batch before its transaction starts.
     #[arg(long, env = "COSTSIM_BATCH_MAX_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub batch_max_wait_ms: u64,
-    /// Seconds after which a partition with no new records stops holding back the event-time watermark.
+    /// Seconds after which a partition with no new records (or nobody consuming it) stops holding back the
+    /// event-time watermark; decisions wait at most this long for a quiet partition.
     #[arg(long, env = "COSTSIM_IDLE_PARTITION_SECONDS", default_value_t = 10.0)]
     pub idle_partition_seconds: f64,
     /// Events further in the future than this many seconds (by the wall clock) are dead-lettered: one bogus
@@ -82,22 +83,21 @@ pub struct Pipeline {
     pub metrics: Metrics,
 }
 
-/// What the consumer's context remembers between polls.
+/// What the consumer's context shares with the processing loop.
 struct Context {
     metrics: Metrics,
     topic: String,
+    /// Partitions newly assigned, for the loop to register before their first batch.
+    assigned: tokio::sync::mpsc::UnboundedSender<Vec<i32>>,
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.topic) {
-            for (partition, stats) in &topic.partitions {
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag_records
-                        .with_label_values(&[&partition.to_string()])
-                        .set(stats.consumer_lag);
-                }
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                let label = partition.to_string();
+                self.metrics.consumer_lag_records.with_label_values(&[&label]).set(stats.consumer_lag);
             }
         }
     }
@@ -106,7 +106,11 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partitions(tpl), "Partitions assigned."),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "Partitions assigned.");
+                // The loop may have ended already; then there is nothing left to register.
+                let _ = self.assigned.send(partitions(tpl));
+            }
             Rebalance::Revoke(tpl) => tracing::info!(partitions = ?partitions(tpl), "Partitions revoked."),
             Rebalance::Error(err) => tracing::warn!(error = %err, "Rebalance failed."),
         }
@@ -128,18 +132,21 @@ impl Pipeline {
         self.engine.window_spec().context("invalid window settings")
     }
 
-    fn consumer(&self) -> anyhow::Result<StreamConsumer<Context>> {
+    fn consumer(
+        &self,
+        assigned: tokio::sync::mpsc::UnboundedSender<Vec<i32>>,
+    ) -> anyhow::Result<StreamConsumer<Context>> {
         let mut config = self.kafka.client_config();
         config
             .set("group.id", &self.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "1000");
         for (key, value) in &self.kafka.options {
             config.set(key, value);
         }
-        let context = Context { metrics: self.metrics.clone(), topic: self.kafka.results_topic.clone() };
+        let context = Context { metrics: self.metrics.clone(), topic: self.kafka.results_topic.clone(), assigned };
         let consumer: StreamConsumer<Context> =
             config.create_with_context(context).context("cannot create the Kafka consumer")?;
         consumer
@@ -151,7 +158,9 @@ impl Pipeline {
     /// Consumes until `cancel` fires, then finishes the batches in flight (within `shutdown_deadline`) and returns.
     pub async fn run(&self, cancel: CancellationToken, shutdown_deadline: Duration) -> anyhow::Result<()> {
         let window = self.window()?;
-        let consumer = self.consumer()?;
+        let (assigned_tx, mut assigned) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = self.consumer(assigned_tx)?;
+        self.register_all(&consumer).await?;
         let batcher = batch::Batcher::new(self, window)?;
         let max_records = self.settings.batch_max_records as usize;
         let max_wait = Duration::from_millis(self.settings.batch_max_wait_ms);
@@ -165,6 +174,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                Some(partitions) = assigned.recv() => self.register(&partitions).await?,
                 _ = sleep_until(due) => {
                     let ready: Vec<i32> =
                         pending.iter().filter(|(_, p)| p.since.elapsed() >= max_wait).map(|(p, _)| *p).collect();
@@ -232,7 +242,8 @@ impl Pipeline {
         let started = records.first().map(|_| Instant::now());
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(10))
+            // Jitter adds up to the delay again: at most 10 s between tries.
+            .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times()
             .build();
@@ -273,6 +284,28 @@ impl Pipeline {
             }
             batch::Outcome::AlreadyDone => {}
         }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Registers every partition of the results topic with its broker watermarks, so partitions with a backlog
+    /// hold the merged watermark back from the start.
+    async fn register_all(&self, consumer: &StreamConsumer<Context>) -> anyhow::Result<()> {
+        let topic = self.kafka.results_topic.clone();
+        let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)))
+            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        let partitions: Vec<i32> =
+            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        self.register(&partitions).await
+    }
+
+    /// Registers partitions (see [`crate::store::offsets::register`]).
+    async fn register(&self, partitions: &[i32]) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await.context("cannot register partitions")?;
+        crate::store::offsets::register(&mut conn, &self.kafka.group_id, &self.kafka.results_topic, partitions)
+            .await
+            .context("cannot register partitions")?;
         Ok(())
     }
 }

@@ -17,9 +17,8 @@ const MAX_EVALUATIONS: usize = 4096;
 /// Decides once for every bucket that closed since the last decision, oldest first.
 pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
     let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
-    let Some(merged) = offsets::merged_watermark(tx, group, topic, p.settings.idle_partition_seconds).await? else {
-        return Ok(());
-    };
+    let marks = offsets::marks(tx, group, topic, p.settings.idle_partition_seconds).await?;
+    let Some(merged) = offsets::merged_watermark(&marks) else { return Ok(()) };
     // The bucket holding the watermark is still open; every bucket before it is closed.
     let closed_until = window.bucket_start(merged);
     let name = p.settings.breaker.as_str();
@@ -33,7 +32,16 @@ pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnect
     if !due(row.last_evaluated_at) {
         return Ok(());
     }
-    let ends = bucket_ends(row.last_evaluated_at, closed_until, window.bucket());
+    // The first decision ever starts at the oldest stored bucket, so a backlog is judged bucket by bucket as a
+    // replay of it would be.
+    let first = match row.last_evaluated_at {
+        Some(last) => last,
+        None => match buckets::oldest(tx, name).await? {
+            Some(oldest) => oldest,
+            None => return Ok(()),
+        },
+    };
+    let ends = bucket_ends(first, closed_until, window.bucket());
     let stored = buckets::load(tx, name, ends[0] - p.engine.window(), closed_until).await?;
     for end in ends {
         let (start, stop) = row.record.window_bounds(&p.engine, end);
@@ -50,10 +58,8 @@ pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnect
     Ok(())
 }
 
-/// The ends of the buckets to judge: each one after `last` up to `closed_until`, or only `closed_until` the
-/// first time (history before the processor's first decision is not replayed as decisions).
-fn bucket_ends(last: Option<DateTime<Utc>>, closed_until: DateTime<Utc>, step: TimeDelta) -> Vec<DateTime<Utc>> {
-    let Some(last) = last else { return vec![closed_until] };
+/// The ends of the buckets to judge: each one after `last` up to `closed_until`.
+fn bucket_ends(last: DateTime<Utc>, closed_until: DateTime<Utc>, step: TimeDelta) -> Vec<DateTime<Utc>> {
     let count = ((closed_until - last).num_milliseconds() / step.num_milliseconds().max(1)).max(0) as usize;
     let skip = count.saturating_sub(MAX_EVALUATIONS);
     if skip > 0 {
@@ -87,19 +93,14 @@ mod tests {
     }
 
     #[test]
-    fn the_first_decision_judges_only_the_latest_closed_bucket() {
-        assert_eq!(bucket_ends(None, at(100), TimeDelta::seconds(10)), [at(100)]);
-    }
-
-    #[test]
     fn every_bucket_closed_since_the_last_decision_is_judged_in_order() {
-        assert_eq!(bucket_ends(Some(at(70)), at(100), TimeDelta::seconds(10)), [at(80), at(90), at(100)]);
-        assert!(bucket_ends(Some(at(100)), at(100), TimeDelta::seconds(10)).is_empty());
+        assert_eq!(bucket_ends(at(70), at(100), TimeDelta::seconds(10)), [at(80), at(90), at(100)]);
+        assert!(bucket_ends(at(100), at(100), TimeDelta::seconds(10)).is_empty());
     }
 
     #[test]
     fn a_huge_jump_judges_only_the_most_recent_buckets() {
-        let ends = bucket_ends(Some(at(0)), at(10 * 100_000), TimeDelta::seconds(10));
+        let ends = bucket_ends(at(0), at(10 * 100_000), TimeDelta::seconds(10));
         assert_eq!(ends.len(), MAX_EVALUATIONS);
         assert_eq!(ends.last(), Some(&at(1_000_000)));
     }

@@ -105,6 +105,14 @@ pub async fn load(
     Ok(buckets)
 }
 
+/// The start of a breaker's oldest stored bucket.
+pub async fn oldest(conn: &mut PgConnection, breaker: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(bucket_start) FROM costsim_drift_buckets WHERE breaker = $1")
+        .bind(breaker)
+        .fetch_one(conn)
+        .await
+}
+
 /// Deletes buckets that started before `before`, which no decision can see any more; returns how many.
 pub async fn prune(conn: &mut PgConnection, breaker: &str, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM costsim_drift_buckets WHERE breaker = $1 AND bucket_start < $2")

@@ -6,3 +6,5 @@ mod cli;
 mod helpers;
 mod kafka_roundtrip;
 mod migrations;
+mod pipeline;
+mod proxy;

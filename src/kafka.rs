@@ -8,6 +8,7 @@ use futures::stream::FuturesUnordered;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -120,6 +121,13 @@ impl KafkaConfig {
         settings.iter().fold(topic, |topic, (key, value)| topic.set(key, value))
     }
 
+    /// A client for metadata and watermark requests only: a consumer that never subscribes or commits, so the
+    /// broker is never asked to create a topic it names (a producer-type client would ask). Nothing polls it for
+    /// messages: call [`drain_events`] after each request.
+    pub fn metadata_client(&self) -> Result<BaseConsumer, KafkaError> {
+        self.client_config().set("allow.auto.create.topics", "false").set("enable.auto.commit", "false").create()
+    }
+
     /// An idempotent producer that waits for all in-sync replicas, for records that must not be lost or doubled.
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
         let mut config = ClientConfig::new();
@@ -133,6 +141,16 @@ impl KafkaConfig {
             config.set(key, value);
         }
         config.create().with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+}
+
+/// Handles the log and error events queued on a client that nothing polls for messages (see
+/// [`KafkaConfig::metadata_client`]), so its queue cannot grow while the broker is down; blocks at most `budget`.
+pub fn drain_events(client: &BaseConsumer, budget: Duration) {
+    let until = std::time::Instant::now() + budget;
+    // A poll handles every queued event until its timeout; it returns early only on an error event.
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let _ = client.poll(left);
     }
 }
 

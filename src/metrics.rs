@@ -2,7 +2,9 @@
 //!
 //! Labels come from bounded sets only (breaker names, severities, verdicts, error classes, partitions), never an
 //! id. Gauges that describe shared state (breaker state, queue depths) are refreshed from PostgreSQL, so every
-//! replica reports the same truth.
+//! replica reports the same truth ([`refresh`]).
+
+pub mod refresh;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub outbox_lag_seconds: prometheus::Gauge,
     /// Transient failures (database or broker unreachable) that made a batch wait and retry.
     pub transient_failures_total: IntCounterVec,
+    /// Unix time of the last successful refresh of the gauges read from PostgreSQL.
+    pub gauges_refreshed_timestamp_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -83,6 +87,12 @@ impl Metrics {
             prometheus::Gauge::new("costsim_outbox_lag_seconds", "Age of the oldest unpublished state event.")
                 .expect("valid");
         registry.register(Box::new(outbox_lag_seconds.clone())).expect("unique metric");
+        let gauges_refreshed_timestamp_seconds = prometheus::Gauge::new(
+            "costsim_gauges_refreshed_timestamp_seconds",
+            "Unix time of the last refresh of the gauges read from PostgreSQL.",
+        )
+        .expect("valid");
+        registry.register(Box::new(gauges_refreshed_timestamp_seconds.clone())).expect("unique metric");
         Metrics {
             cb_disabled_total: counter_vec(
                 "costsim_cb_disabled_total",
@@ -150,15 +160,21 @@ impl Metrics {
                 "Batches that waited for an unreachable dependency.",
                 &["dependency"],
             ),
+            gauges_refreshed_timestamp_seconds,
             registry,
         }
     }
 
     /// The text exposition of every metric, as `/metrics` serves it.
     pub fn render(&self) -> String {
+        self.try_render().expect("our metrics always encode")
+    }
+
+    /// The text exposition of every metric, or why the encoder refused it (for callers that must not panic).
+    pub fn try_render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding never fails");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(format!("the text exposition is not UTF-8: {e}")))
     }
 }
 

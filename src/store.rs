@@ -3,6 +3,7 @@
 //! owns the transaction boundary.
 
 pub mod alerts;
+pub mod backlog;
 pub mod breaker;
 pub mod buckets;
 pub mod offsets;

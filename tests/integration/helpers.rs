@@ -92,3 +92,12 @@ impl Drop for TempPath {
 pub fn key_of(message: &OwnedMessage) -> String {
     String::from_utf8(message.key().expect("records are keyed").to_vec()).expect("utf-8 key")
 }
+
+/// Polls `condition` every 10 ms until it holds, failing the test if it does not within [`DEADLINE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

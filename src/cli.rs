@@ -1,6 +1,7 @@
 //! The `costsim-breaker` command line: one subcommand per job, each in its own file.
 
 mod backtest;
+mod breaker;
 mod migrate;
 mod produce;
 mod run;
@@ -30,6 +31,8 @@ pub enum Command {
     /// Replay simulation results from a JSON Lines file or a Kafka topic range through the breaker, with no side
     /// effects: one line per state change, then a summary.
     Backtest(backtest::BacktestArgs),
+    /// Show the breakers, or switch V2 off or on by hand: `status`, `disable`, `enable`.
+    Breaker(breaker::BreakerArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),
     /// Apply the database schema migrations.
@@ -44,6 +47,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Backtest(args) => backtest::run(args).await,
+        Command::Breaker(args) => breaker::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,

@@ -18,15 +18,27 @@ pub mod drift;
 pub mod event;
 /// Synthetic simulation results with steady, spike and ramp drift profiles.
 pub mod generate;
+/// HTTP: the metrics and health listener (`/metrics`, `/health`, `/health/live`), its readiness probes and flags.
+pub mod http;
+/// Who this deployment is in alerts: the instance label and runbook link decisions are written with.
+pub mod identity;
 /// Kafka: connection settings, topic administration, confirmed-delivery producer.
 pub mod kafka;
+/// Leader election for singleton jobs: advisory locks on dedicated connections, lock ids in one place.
+pub mod leader;
 /// Prometheus metrics: the older system's names plus the pipeline's own.
 pub mod metrics;
 /// The processor: per partition and batch, one transaction for provenance, window, offsets and decisions.
 pub mod pipeline;
+/// The state-event relay: the outbox to the compacted state topic, at least once, in version order.
+pub mod relay;
 /// PostgreSQL: connection pool and schema migrations.
 pub mod store;
 /// Logging setup.
 pub mod telemetry;
+/// Wall-clock breaker transitions (open → half-open, probation decisions) under the breaker row's lock.
+pub mod timers;
+/// The fail-open answer for callers: a breaker view that follows the state topic and answers from memory.
+pub mod view;
 /// The rolling event-time window: tumbling buckets of drift sketches and counts, mergeable across partitions.
 pub mod window;

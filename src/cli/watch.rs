@@ -3,13 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-
-use crate::codec::{breaker_state_changed_to_json, decode_breaker_state_changed};
+use crate::codec::breaker_state_changed_to_json;
 use crate::event::{BreakerStateChanged, format_rfc3339_millis};
 use crate::kafka::{KafkaConfig, TopicRole};
+use crate::view::follower::{Follower, Start};
 
 /// Arguments of `watch`.
 #[derive(Debug, clap::Args)]
@@ -30,63 +27,39 @@ pub struct WatchArgs {
     kafka: KafkaConfig,
 }
 
-/// Runs `watch` until interrupted (or until `--count` changes were printed).
+/// Runs `watch` until interrupted (or until `--count` changes were printed). It follows the topic as
+/// [`BreakerView`](crate::view::BreakerView) does: every partition assigned, no consumer group, and each breaker's
+/// change printed once (duplicate and older versions are dropped, at debug level).
 pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut kafka = args.kafka.clone();
     if let Some(topic) = &args.topic {
         kafka.state_topic = topic.clone();
     }
     kafka.ensure_topics(&[TopicRole::State]).await?;
-    let topic = kafka.state_topic.clone();
-    let consumer = assigned_consumer(&kafka, &topic, args.from_beginning)?;
+    let mut follower = Follower::new(&kafka, &kafka.state_topic, "watch")?;
+    let start = if args.from_beginning { Start::Beginning } else { Start::End };
+    follower.assign(start, Duration::from_secs(10)).await?;
     let mut printed = 0u64;
-    let mut undecodable = 0u64;
     loop {
-        let message = tokio::select! {
-            message = consumer.recv() => message.with_context(|| format!("cannot read {topic}"))?,
+        let next = tokio::select! {
+            next = follower.next() => next?,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(payload) = message.payload() else { continue };
-        match decode_breaker_state_changed(payload) {
-            Ok(change) if args.json => println!("{}", breaker_state_changed_to_json(&change)),
-            Ok(change) => println!("{}", describe(&change)),
-            Err(err) => {
-                undecodable += 1;
-                tracing::warn!(topic, partition = message.partition(), offset = message.offset(), error = %err,
-                    "Skipped an undecodable state record.");
-                continue;
-            }
+        let Some(change) = next else { continue };
+        if args.json {
+            println!("{}", breaker_state_changed_to_json(&change));
+        } else {
+            println!("{}", describe(&change));
         }
         printed += 1;
         if args.count.is_some_and(|n| printed >= n) {
             break;
         }
     }
-    if undecodable > 0 {
-        eprintln!("{undecodable} records on {topic} could not be decoded");
+    if follower.undecodable() > 0 {
+        eprintln!("{} records on {} could not be decoded", follower.undecodable(), follower.topic());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A consumer assigned every partition of the topic, outside any consumer group (nothing is committed).
-fn assigned_consumer(kafka: &KafkaConfig, topic: &str, from_beginning: bool) -> anyhow::Result<StreamConsumer> {
-    let mut config = kafka.client_config();
-    // librdkafka wants a group id even for manual assignment; it is never joined or committed to.
-    config.set("group.id", format!("costsim-breaker-watch-{}", uuid::Uuid::new_v4()));
-    config.set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = config.create().context("cannot create a Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read the metadata of {topic} from {}", kafka.brokers))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions on {}", kafka.brokers);
-    let start = if from_beginning { Offset::Beginning } else { Offset::End };
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, partition, start)?;
-    }
-    consumer.assign(&assignment).with_context(|| format!("cannot assign the partitions of {topic}"))?;
-    Ok(consumer)
 }
 
 /// One human-readable line for a state change.

@@ -2,9 +2,16 @@
 //! Alertmanager, reached through DATABASE_URL, KAFKA_BROKERS and ALERTMANAGER_URL.
 
 mod backtest;
+mod breaker_cli;
 mod cli;
 mod helpers;
+mod http;
 mod kafka_roundtrip;
+mod leader;
+mod metrics_refresh;
 mod migrations;
 mod pipeline;
 mod proxy;
+mod relay;
+mod timers;
+mod view;

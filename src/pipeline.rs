@@ -38,6 +38,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::BreakerConfig;
+use crate::http::{Dependency, describe_db_error};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::store::breaker::ApplySettings;
@@ -81,6 +82,8 @@ pub struct Pipeline {
     pub apply: ApplySettings,
     /// Where to count.
     pub metrics: Metrics,
+    /// Readiness, set not ready while a dependency fails.
+    pub health: crate::http::Health,
 }
 
 /// What the consumer's context shares with the processing loop.
@@ -249,10 +252,20 @@ impl Pipeline {
             .build();
         let outcome = loop {
             match batcher.commit(partition, &records).await {
-                Ok(outcome) => break outcome,
+                Ok(outcome) => {
+                    self.health.set_ready(Dependency::Postgres);
+                    self.health.set_ready(Dependency::Kafka);
+                    break outcome;
+                }
                 Err(err) => {
-                    let dependency = err.dependency();
-                    self.metrics.transient_failures_total.with_label_values(&[dependency]).inc();
+                    let (dependency, reason) = match &err {
+                        BatchError::Database(e) => (Dependency::Postgres, describe_db_error(e)),
+                        BatchError::DeadLetter { topic, .. } => {
+                            (Dependency::Kafka, format!("cannot write the dead-letter topic {topic}"))
+                        }
+                    };
+                    self.health.set_not_ready(dependency, reason);
+                    self.metrics.transient_failures_total.with_label_values(&[dependency.as_str()]).inc();
                     let delay = backoff.next().expect("retries forever");
                     tracing::warn!(partition, error = %err, retry_in = ?delay, "Batch not committed; retrying.");
                     tokio::select! {

@@ -8,11 +8,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::BreakerConfig;
+use crate::http::{self, HttpConfig};
+use crate::identity::IdentityArgs;
 use crate::kafka::{KafkaConfig, TopicRole};
+use crate::leader::{self, LeaderLock};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
-use crate::store::breaker::ApplySettings;
+use crate::relay::Relay;
 use crate::store::{self, DatabaseConfig};
+use crate::timers;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -23,12 +27,10 @@ pub struct RunArgs {
     /// Seconds SIGTERM waits for the batches in flight to commit before exiting.
     #[arg(long, env = "COSTSIM_SHUTDOWN_SECONDS", default_value_t = 20)]
     shutdown_seconds: u64,
-    /// The `instance` label of alerts; default: $INSTANCE_ID, then $HOSTNAME, then `costsim-breaker`.
-    #[arg(long, env = "INSTANCE_ID")]
-    instance: Option<String>,
-    /// Where alerts point operators.
-    #[arg(long, env = "COSTSIM_RUNBOOK_URL", default_value = "ops/runbooks/costsim-circuit-breaker.md")]
-    runbook_url: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    #[command(flatten)]
+    http: HttpConfig,
     #[command(flatten)]
     pipeline: PipelineSettings,
     #[command(flatten)]
@@ -49,20 +51,66 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(conn);
     args.kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
 
-    let instance = args
-        .instance
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "costsim-breaker".to_owned());
-    let apply = ApplySettings { instance, runbook_url: args.runbook_url, drift_threshold: engine.drift_threshold };
-    let pipeline =
-        Pipeline { pool, kafka: args.kafka, settings: args.pipeline, engine, apply, metrics: Metrics::new() };
+    let apply = args.identity.apply_settings(&engine);
+    let holder = format!("{}/{}", apply.instance, std::process::id());
+    let metrics = Metrics::new();
+    let health = http::Health::new();
+    let listener = tokio::net::TcpListener::bind(args.http.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http.addr))?;
+    let state =
+        http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
+            .context("cannot create the broker probe")?;
+    let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
+    let leader_options = leader::connect_options(&args.database.url)?;
+    let breakers = vec![args.pipeline.breaker.clone()];
+    let pipeline = Pipeline {
+        pool: pool.clone(),
+        kafka: args.kafka,
+        settings: args.pipeline,
+        engine: engine.clone(),
+        apply: apply.clone(),
+        metrics: metrics.clone(),
+        health,
+    };
 
     let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let deadline = Duration::from_secs(args.shutdown_seconds);
     let token = cancel.clone();
     tasks.spawn(async move { pipeline.run(token, deadline).await.context("processor") });
+    let token = cancel.clone();
+    tasks.spawn(async move { http::serve(listener, http::router(state), token).await.context("HTTP listener") });
+    let (p, m, token) = (pool.clone(), metrics.clone(), cancel.clone());
+    tasks.spawn(async move {
+        crate::metrics::refresh::run_refresher(p, m, token).await;
+        Ok(())
+    });
+    let (options, who, token) = (leader_options.clone(), holder.clone(), cancel.clone());
+    tasks.spawn(async move {
+        leader::run_as_leader(&options, LeaderLock::StateRelay, &who, token, |job| {
+            let relay = relay.clone();
+            async move {
+                relay.run(job).await;
+                Ok(())
+            }
+        })
+        .await
+        .context("state-event relay")
+    });
+    let token = cancel.clone();
+    tasks.spawn(async move {
+        leader::run_as_leader(&leader_options, LeaderLock::Timers, &holder, token, |job| {
+            let (pool, breakers, engine, apply, metrics) =
+                (pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone());
+            async move {
+                timers::run(pool, breakers, engine, apply, metrics, job).await;
+                Ok(())
+            }
+        })
+        .await
+        .context("recovery timers")
+    });
 
     let signal = shutdown_signal();
     tokio::pin!(signal);

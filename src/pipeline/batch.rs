@@ -32,16 +32,6 @@ pub enum BatchError {
     },
 }
 
-impl BatchError {
-    /// Which dependency failed, for metrics and health.
-    pub fn dependency(&self) -> &'static str {
-        match self {
-            BatchError::Database(_) => "postgres",
-            BatchError::DeadLetter { .. } => "kafka",
-        }
-    }
-}
-
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

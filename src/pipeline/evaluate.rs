@@ -42,7 +42,8 @@ pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnect
         },
     };
     let ends = bucket_ends(first, closed_until, window.bucket());
-    let stored = buckets::load(tx, name, ends[0] - p.engine.window(), closed_until).await?;
+    let Some(&first_end) = ends.first() else { return Ok(()) };
+    let stored = buckets::load(tx, name, first_end - p.engine.window(), closed_until).await?;
     for end in ends {
         let (start, stop) = row.record.window_bounds(&p.engine, end);
         let summary = WindowSummary::of_buckets(start, stop, stored.range(start..stop).map(|(at, b)| (*at, b)));

@@ -273,3 +273,57 @@ async fn while_postgres_is_unreachable_no_offset_advances_and_processing_resumes
     assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 200).await, 200);
     assert_window_counts_each_event_once(&pool).await;
 }
+
+#[sqlx::test]
+async fn a_trip_recovers_through_half_open_and_both_reach_the_state_topic(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let mut watch = command(&kafka)
+        .args(["watch", "--json", "--from-beginning", "--count", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let settings =
+        ["bucket_seconds=1", "window_seconds=5", "probation_seconds=3", "min_samples=20", "disable_ttl_seconds=3"];
+    let _run = Processor::start(&kafka, &pool, &settings).await;
+
+    // A live stream, as a user would send it: 30 s of events at 200/s with a drift spike from 12 s to 18 s.
+    let mut stream = command(&kafka)
+        .args([
+            "produce",
+            "--generate",
+            "6000",
+            "--drift-profile",
+            "spike",
+            "--events-per-second",
+            "200",
+            "--rate",
+            "200",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let Ok(line) = tokio::time::timeout(DEADLINE, lines.next_line()).await else {
+            let state: (String, Option<chrono::DateTime<Utc>>) =
+                sqlx::query_as("SELECT state, last_evaluated_at FROM costsim_cb_state").fetch_one(&pool).await.unwrap();
+            let stored: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM costsim_provenance").fetch_one(&pool).await.unwrap();
+            panic!("only {seen:?} within {DEADLINE:?}; breaker {state:?}, {stored} events stored");
+        };
+        let change: serde_json::Value = serde_json::from_str(&line.unwrap().expect("a line")).unwrap();
+        seen.push((change["from_state"].as_str().unwrap().to_owned(), change["to_state"].as_str().unwrap().to_owned()));
+    }
+    stream.kill().await.unwrap();
+    let expected = [("closed", "open"), ("open", "half_open"), ("half_open", "closed")];
+    assert_eq!(seen, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let (resolved, by): (bool, Option<String>) =
+        sqlx::query_as("SELECT resolved, resolved_by FROM costsim_cb_incidents").fetch_one(&pool).await.unwrap();
+    assert_eq!((resolved, by.as_deref()), (true, Some("system-auto-recover")));
+    let alerts: Vec<(String,)> =
+        sqlx::query_as("SELECT alert_type FROM costsim_alert_queue ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert_eq!(alerts, [("disable".to_owned(),), ("enable".to_owned(),)]);
+}

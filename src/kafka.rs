@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -207,6 +207,7 @@ impl<'p> ConfirmedSender<'p> {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.in_flight.push(delivery);
+                    self.settle_ready();
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
@@ -232,14 +233,26 @@ impl<'p> ConfirmedSender<'p> {
         (self.counts, self.first_error)
     }
 
+    /// Counts the deliveries that already completed, without waiting, so counts stay current and the set of
+    /// futures stays small.
+    fn settle_ready(&mut self) {
+        while let Some(Some(outcome)) = self.in_flight.next().now_or_never() {
+            self.count(outcome);
+        }
+    }
+
     async fn settle_one(&mut self) -> bool {
         let Some(outcome) = self.in_flight.next().await else { return false };
+        self.count(outcome);
+        true
+    }
+
+    fn count(&mut self, outcome: <DeliveryFuture as std::future::Future>::Output) {
         match outcome {
             Ok(Ok(_)) => self.counts.ok += 1,
             Ok(Err((err, _))) => self.fail(err.to_string()),
             Err(_canceled) => self.fail("the producer was dropped before the delivery report".into()),
         }
-        true
     }
 
     fn fail(&mut self, message: String) {

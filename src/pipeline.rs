@@ -290,10 +290,14 @@ impl Pipeline {
             }
             batch::Outcome::Seek(offset) => {
                 tracing::info!(partition, offset, "Seeking to the offset recorded in PostgreSQL.");
-                seeking.insert(partition, offset);
-                consumer
-                    .seek(&self.kafka.results_topic, partition, Offset::Offset(offset), Duration::from_secs(10))
-                    .with_context(|| format!("cannot seek partition {partition} to offset {offset}"))?;
+                let topic = &self.kafka.results_topic;
+                match consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+                    Ok(()) => {
+                        seeking.insert(partition, offset);
+                    }
+                    // The fence refuses the partition's next batch too, which asks for the seek again.
+                    Err(err) => tracing::warn!(partition, offset, error = %err, "Seek failed; will retry."),
+                }
             }
             batch::Outcome::AlreadyDone => {}
         }

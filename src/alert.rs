@@ -1,5 +1,6 @@
-//! Alertmanager payloads (API v2): one alert identity per breaker incident, fired on a trip and resolved, with the
-//! same labels, on recovery. Pure: times are parameters.
+//! Alertmanager payloads (API v2): one alert identity per breaker incident, fired on a trip, re-sent while the
+//! breaker stays open and resolved, with the same labels, on recovery; and the incident-less drift warning of the
+//! warning band. Pure: times are parameters.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -9,6 +10,8 @@ use crate::event::{Severity, format_rfc3339_millis};
 
 /// Name of the alert a breaker incident fires.
 pub const DISABLED_ALERT: &str = "CostSimV2Disabled";
+/// Name of the alert the warning band fires (P2, no incident).
+pub const DRIFT_WARNING_ALERT: &str = "CostSimV2DriftWarning";
 
 /// What names one incident's alert; every payload for the incident carries exactly these labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +53,19 @@ pub struct AlertText<'a> {
     pub runbook_url: &'a str,
 }
 
-/// The firing alert of an incident: the JSON array Alertmanager's `POST /api/v2/alerts` takes.
+/// The firing alert of an incident: the JSON array Alertmanager's `POST /api/v2/alerts` takes. It has no `endsAt`
+/// (Alertmanager keeps it for its `resolve_timeout`); re-sends ([`refreshed`]) carry one.
 pub fn firing(identity: &AlertIdentity, text: &AlertText<'_>, starts_at: DateTime<Utc>) -> Value {
+    json!([{
+        "labels": identity.labels(),
+        "annotations": annotations(identity, text),
+        "startsAt": format_rfc3339_millis(&starts_at),
+    }])
+}
+
+/// The annotations of an incident's alert: summary, description (reason, window evidence, disabled until) and
+/// runbook.
+fn annotations(identity: &AlertIdentity, text: &AlertText<'_>) -> Value {
     let mut description = format!("Reason: {}\n", text.reason);
     if let Some(e) = text.evidence {
         let p95 = e.p95_drift.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.4}"));
@@ -72,12 +86,67 @@ pub fn firing(identity: &AlertIdentity, text: &AlertText<'_>, starts_at: DateTim
         Some(until) => format!("Disabled until: {}", format_rfc3339_millis(&until)),
         None => "Disabled until: manual reset required".to_owned(),
     };
+    json!({
+        "summary": format!("CostSim V2 circuit breaker {} tripped ({})", identity.breaker, identity.severity),
+        "description": description,
+        "runbook_url": text.runbook_url,
+    })
+}
+
+/// An update of an incident's firing alert after its text changed (a reopen, a new manual disable): the labels and
+/// start of `previous` (so it stays the same alert), the annotations of `current`, and no end.
+pub fn reannotated(previous: &Value, current: &Value) -> Value {
+    let mut payload = previous.clone();
+    if let (Some(alerts), Some(annotations)) = (payload.as_array_mut(), current[0].get("annotations")) {
+        for alert in alerts {
+            alert["annotations"] = annotations.clone();
+            if let Some(fields) = alert.as_object_mut() {
+                fields.remove("endsAt");
+            }
+        }
+    }
+    payload
+}
+
+/// The label set of a breaker's drift warning: like an incident's, with its own alert name, severity `p2` and no
+/// `incident_id` (the warning band opens no incident).
+pub fn warning_labels(breaker: &str, instance: &str) -> Value {
+    json!({
+        "alertname": DRIFT_WARNING_ALERT,
+        "severity": "p2",
+        "component": "costsim",
+        "circuit_breaker": breaker,
+        "instance": instance,
+    })
+}
+
+/// The firing drift warning: the window's p95 is above the warning level while the breaker is closed.
+pub fn warning(
+    breaker: &str,
+    instance: &str,
+    evidence: &Evidence,
+    runbook_url: &str,
+    starts_at: DateTime<Utc>,
+) -> Value {
+    let p95 = evidence.p95_drift.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.4}"));
+    let description = format!(
+        "p95 drift: {p95} above the warning level {} (trip threshold {})\nSample count: {} (minimum {})\n\
+         Failing evaluations in a row: {} of {} before a trip\nWindow: {} to {}",
+        evidence.drift_warning_threshold,
+        evidence.drift_threshold,
+        evidence.sample_count,
+        evidence.min_samples,
+        evidence.consecutive_failures,
+        evidence.failure_threshold,
+        format_rfc3339_millis(&evidence.window_start),
+        format_rfc3339_millis(&evidence.window_end),
+    );
     json!([{
-        "labels": identity.labels(),
+        "labels": warning_labels(breaker, instance),
         "annotations": {
-            "summary": format!("CostSim V2 circuit breaker {} tripped ({})", identity.breaker, identity.severity),
+            "summary": format!("CostSim V2 drift above the warning level on {breaker} (P2)"),
             "description": description,
-            "runbook_url": text.runbook_url,
+            "runbook_url": runbook_url,
         },
         "startsAt": format_rfc3339_millis(&starts_at),
     }])
@@ -85,7 +154,22 @@ pub fn firing(identity: &AlertIdentity, text: &AlertText<'_>, starts_at: DateTim
 
 /// The same alert, resolved at `at`: a firing payload with `endsAt` set, so Alertmanager closes that very alert.
 pub fn resolved(firing_payload: &Value, at: DateTime<Utc>) -> Value {
-    let mut payload = firing_payload.clone();
+    with_end(firing_payload, at)
+}
+
+/// A re-send of a firing alert while its cause lasts: the same labels, annotations and start, with `endsAt` a few
+/// re-send intervals ahead, so Alertmanager neither forgets it between re-sends nor keeps it long after they stop.
+pub fn refreshed(firing_payload: &Value, ends_at: DateTime<Utc>) -> Value {
+    with_end(firing_payload, ends_at)
+}
+
+/// The label set of a payload's (first) alert: what Alertmanager identifies the alert by.
+pub fn labels_of(payload: &Value) -> Option<&Value> {
+    payload.get(0)?.get("labels")
+}
+
+fn with_end(payload: &Value, at: DateTime<Utc>) -> Value {
+    let mut payload = payload.clone();
     if let Some(alerts) = payload.as_array_mut() {
         for alert in alerts {
             alert["endsAt"] = json!(format_rfc3339_millis(&at));
@@ -126,5 +210,72 @@ mod tests {
         let resolve = resolved(&fire, DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(60));
         assert_eq!(resolve[0]["labels"], fire[0]["labels"]);
         assert_eq!(resolve[0]["endsAt"], "1970-01-01T00:01:00.000Z");
+    }
+
+    fn evidence() -> Evidence {
+        Evidence {
+            p95_drift: Some(0.1734),
+            sample_count: 120,
+            schema_errors: 0,
+            consecutive_failures: 0,
+            drift_threshold: 0.2,
+            drift_warning_threshold: 0.15,
+            min_samples: 50,
+            failure_threshold: 3,
+            schema_error_threshold: 5,
+            window_start: DateTime::UNIX_EPOCH,
+            window_end: DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(300),
+        }
+    }
+
+    #[test]
+    fn a_refreshed_alert_keeps_labels_annotations_and_start_and_ends_later() {
+        let text = AlertText { reason: "r", evidence: None, disabled_until: None, runbook_url: "rb" };
+        let fire = firing(&identity(), &text, DateTime::UNIX_EPOCH);
+        let again = refreshed(&fire, DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(240));
+        assert_eq!(again[0]["labels"], fire[0]["labels"]);
+        assert_eq!(again[0]["annotations"], fire[0]["annotations"]);
+        assert_eq!(again[0]["startsAt"], fire[0]["startsAt"]);
+        assert_eq!(again[0]["endsAt"], "1970-01-01T00:04:00.000Z");
+    }
+
+    #[test]
+    fn a_reannotated_alert_keeps_the_old_labels_and_start_and_takes_the_new_text() {
+        let before = AlertText { reason: "first", evidence: None, disabled_until: None, runbook_url: "rb" };
+        let old = refreshed(&firing(&identity(), &before, DateTime::UNIX_EPOCH), DateTime::UNIX_EPOCH);
+        let other_instance = AlertIdentity { instance: "elsewhere".into(), ..identity() };
+        let after = AlertText { reason: "reopened", evidence: None, disabled_until: None, runbook_url: "rb" };
+        let new = firing(&other_instance, &after, DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(60));
+        let update = reannotated(&old, &new);
+        assert_eq!(update[0]["labels"], old[0]["labels"], "the alert keeps its identity");
+        assert_eq!(update[0]["startsAt"], old[0]["startsAt"]);
+        assert!(update[0]["annotations"]["description"].as_str().unwrap().starts_with("Reason: reopened"));
+        assert!(update[0].get("endsAt").is_none(), "an update fires again");
+    }
+
+    #[test]
+    fn the_drift_warning_has_its_own_name_p2_and_no_incident() {
+        let payload = warning("costsim_v2", "prod-eu", &evidence(), "rb", DateTime::UNIX_EPOCH);
+        let labels = labels_of(&payload).unwrap();
+        assert_eq!(labels["alertname"], DRIFT_WARNING_ALERT);
+        assert_eq!(labels["severity"], "p2");
+        assert_eq!(labels["circuit_breaker"], "costsim_v2");
+        assert_eq!(labels["instance"], "prod-eu");
+        assert!(labels.get("incident_id").is_none());
+        let description = payload[0]["annotations"]["description"].as_str().unwrap();
+        assert!(description.contains("0.1734") && description.contains("0.15") && description.contains("120"));
+        assert_eq!(payload[0]["annotations"]["runbook_url"], "rb");
+    }
+
+    #[test]
+    fn the_incident_description_names_p95_samples_thresholds_and_the_end() {
+        let e = evidence();
+        let until = DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(3600);
+        let text = AlertText { reason: "r", evidence: Some(&e), disabled_until: Some(until), runbook_url: "rb" };
+        let payload = firing(&identity(), &text, DateTime::UNIX_EPOCH);
+        let description = payload[0]["annotations"]["description"].as_str().unwrap();
+        for part in ["p95 drift: 0.1734", "threshold 0.2", "Sample count: 120", "Disabled until: 1970-01-01T01:00"] {
+            assert!(description.contains(part), "{part} missing from {description}");
+        }
     }
 }

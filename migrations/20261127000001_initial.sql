@@ -101,6 +101,13 @@ CREATE INDEX idx_costsim_alert_queue_next ON costsim_alert_queue (next_attempt_a
 CREATE INDEX idx_costsim_alert_queue_status ON costsim_alert_queue (status);
 CREATE INDEX idx_costsim_alert_queue_pending_ready ON costsim_alert_queue (status, next_attempt_at)
     WHERE status = 'pending';
+-- Rows of one alert (one label set) are delivered in id order: the drainer looks for an older pending row of the
+-- same labels before claiming one.
+CREATE INDEX idx_costsim_alert_queue_pending_labels ON costsim_alert_queue ((payload->0->'labels'), id)
+    WHERE status = 'pending';
+-- The newest firing row of an incident or of a breaker's drift warning: re-sends and resolutions start from it.
+CREATE INDEX idx_costsim_alert_queue_incident ON costsim_alert_queue (incident_id, id);
+CREATE INDEX idx_costsim_alert_queue_breaker_type ON costsim_alert_queue (circuit_breaker_name, alert_type, id);
 
 -- One row per simulation result (or backfilled record), idempotent on event_id.
 CREATE TABLE costsim_provenance (

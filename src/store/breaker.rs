@@ -1,5 +1,7 @@
-//! The breaker rows: read, lock, and apply a decision with everything it implies (incident, alert, state event)
+//! The breaker rows: read, lock, and apply a decision with everything it implies (incident, alerts, state event)
 //! in the caller's transaction.
+
+mod lifecycle;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -7,7 +9,7 @@ use sqlx::{PgConnection, Row, postgres::PgRow};
 
 use super::{alerts, outbox};
 use crate::alert::{self, AlertIdentity, AlertText};
-use crate::breaker::{Breaker, Decision, Outcome};
+use crate::breaker::{Breaker, Decision, Evidence, Outcome};
 use crate::event::{BreakerState, BreakerStateChanged, Severity};
 
 /// The actor of automatic decisions, as the older system named it.
@@ -131,6 +133,12 @@ pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Err
 /// Writes a decision taken on a locked row: the new state, and for a transition its incident, alert-queue and
 /// state-event rows. Returns the state event when the state changed (or an open breaker's disable was changed).
 ///
+/// The alert lifecycle is written here too, so it commits with the decision: a trip fires the incident's
+/// `CostSimV2Disabled` alert; a reopen or a new disable of an open breaker re-fires it with the new text (same
+/// labels); a close or an enable resolves it (same labels, `endsAt`). The first warning-band evaluation fires
+/// `CostSimV2DriftWarning`, later ones add nothing (`warning_active`), and an evaluation at or below the warning
+/// level, or leaving the closed state, resolves it.
+///
 /// `actor` is who decided ([`AUTOMATIC_ACTOR`] for the state machine); `now` is the decision time.
 pub async fn apply(
     conn: &mut PgConnection,
@@ -163,23 +171,44 @@ pub async fn apply(
             true
         }
         Outcome::Disable { reason } => {
-            if incident_id.is_none() {
-                let severity = next.severity.unwrap_or(Severity::P2);
-                let id = open_incident(conn, &row.name, severity, reason, None, now).await?;
-                let identity = identity(&row.name, severity, &id, settings);
-                let text = AlertText {
-                    reason,
-                    evidence: None,
-                    disabled_until: next.disabled_until,
-                    runbook_url: &settings.runbook_url,
-                };
-                alerts::enqueue(conn, &alert::firing(&identity, &text, now), "disable", &row.name, Some(&id)).await?;
-                incident_id = Some(id);
+            let severity = next.severity.unwrap_or(Severity::P2);
+            match &incident_id {
+                None => {
+                    let id = open_incident(conn, &row.name, severity, reason, None, now).await?;
+                    let identity = identity(&row.name, severity, &id, settings);
+                    let text = AlertText {
+                        reason,
+                        evidence: None,
+                        disabled_until: next.disabled_until,
+                        runbook_url: &settings.runbook_url,
+                    };
+                    let payload = alert::firing(&identity, &text, now);
+                    alerts::enqueue(conn, &payload, "disable", &row.name, Some(&id)).await?;
+                    incident_id = Some(id);
+                }
+                Some(id) => {
+                    let text = AlertText {
+                        reason,
+                        evidence: None,
+                        disabled_until: next.disabled_until,
+                        runbook_url: &settings.runbook_url,
+                    };
+                    lifecycle::refire(conn, &identity(&row.name, severity, id, settings), &text, now).await?;
+                }
             }
             (disabled_by, disabled_reason) = (Some(actor.to_owned()), Some(reason.clone()));
             true
         }
-        Outcome::Reopen { reason, evidence, .. } => {
+        Outcome::Reopen { severity, reason, evidence } => {
+            if let Some(id) = &incident_id {
+                let text = AlertText {
+                    reason,
+                    evidence: Some(evidence),
+                    disabled_until: next.disabled_until,
+                    runbook_url: &settings.runbook_url,
+                };
+                lifecycle::refire(conn, &identity(&row.name, *severity, id, settings), &text, now).await?;
+            }
             (p95, samples) = (evidence.p95_drift, evidence.sample_count as i64);
             disabled_reason = Some(reason.clone());
             true
@@ -188,28 +217,29 @@ pub async fn apply(
         Outcome::Close { reason, evidence } => {
             (p95, samples) = (evidence.p95_drift, evidence.sample_count as i64);
             if let Some(id) = &incident_id {
-                resolve_incident(conn, &row.name, id, AUTO_RECOVER_ACTOR, reason, now).await?;
+                resolve_incident(conn, row, id, AUTO_RECOVER_ACTOR, reason, settings, now).await?;
             }
             (incident_id, disabled_by, disabled_reason) = (None, None, None);
             true
         }
         Outcome::Enable { reason } if row.record.state != BreakerState::Closed => {
             if let Some(id) = &incident_id {
-                resolve_incident(conn, &row.name, id, actor, reason, now).await?;
+                resolve_incident(conn, row, id, actor, reason, settings, now).await?;
             }
             (incident_id, disabled_by, disabled_reason) = (None, None, None);
             true
         }
         Outcome::Enable { .. } | Outcome::None | Outcome::InsufficientData { .. } | Outcome::Warn { .. } => false,
     };
+    let warning_active = lifecycle::drift_warning(conn, row, decision, settings, now).await?;
     let failing = next.consecutive_failures > row.record.consecutive_failures;
     let version = row.version + i64::from(changes_state);
     sqlx::query(
         "UPDATE costsim_cb_state SET state = $2, version = $3, disabled_by = $4, disabled_reason = $5, \
          disabled_until = $6, open_ttl_seconds = $7, incident_id = $8, severity = $9, opened_at = $10, \
          consecutive_failures = $11, last_failure_at = CASE WHEN $12 THEN $13 ELSE last_failure_at END, \
-         half_open_since = $14, last_evaluated_at = COALESCE($15, last_evaluated_at), updated_at = now() \
-         WHERE name = $1",
+         half_open_since = $14, last_evaluated_at = COALESCE($15, last_evaluated_at), warning_active = $16, \
+         updated_at = now() WHERE name = $1",
     )
     .bind(&row.name)
     .bind(next.state.as_str())
@@ -226,6 +256,7 @@ pub async fn apply(
     .bind(now)
     .bind(next.half_open_since)
     .bind(evaluated_at)
+    .bind(warning_active)
     .execute(&mut *conn)
     .await?;
     if !changes_state {
@@ -265,7 +296,7 @@ async fn open_incident(
     breaker: &str,
     severity: Severity,
     reason: &str,
-    evidence: Option<&crate::breaker::Evidence>,
+    evidence: Option<&Evidence>,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -293,10 +324,11 @@ async fn open_incident(
 
 async fn resolve_incident(
     conn: &mut PgConnection,
-    breaker: &str,
+    row: &BreakerRow,
     incident_id: &str,
     resolved_by: &str,
     notes: &str,
+    settings: &ApplySettings,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -310,8 +342,17 @@ async fn resolve_incident(
     .execute(&mut *conn)
     .await?;
     // The same labels as the firing alert, with an end: Alertmanager resolves that very alert.
-    if let Some(firing) = alerts::firing_payload(conn, incident_id).await? {
-        alerts::enqueue(conn, &alert::resolved(&firing, now), "enable", breaker, Some(incident_id)).await?;
-    }
+    let firing = match alerts::firing_payload(conn, incident_id).await? {
+        Some(firing) => firing,
+        // Its rows were purged: rebuild the labels the way the trip wrote them.
+        None => {
+            let severity = row.record.severity.unwrap_or(Severity::P1);
+            let identity = identity(&row.name, severity, incident_id, settings);
+            let text =
+                AlertText { reason: notes, evidence: None, disabled_until: None, runbook_url: &settings.runbook_url };
+            alert::firing(&identity, &text, row.record.opened_at.unwrap_or(now))
+        }
+    };
+    alerts::enqueue(conn, &alert::resolved(&firing, now), "enable", &row.name, Some(incident_id)).await?;
     Ok(())
 }

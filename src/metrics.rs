@@ -23,6 +23,8 @@ pub struct Metrics {
     pub cb_alert_queue_depth: IntGauge,
     /// Failed alert deliveries, by alert type and error type.
     pub cb_alert_send_failures_total: IntCounterVec,
+    /// Time from an alert-queue row's creation (in its decision's transaction) to its delivery to Alertmanager.
+    pub cb_alert_delivery_seconds: Histogram,
     /// Closes, by reason (`manual`, `auto_recovery`).
     pub cb_enabled_total: IntCounterVec,
     /// Closes after a passed probation.
@@ -109,6 +111,11 @@ impl Metrics {
                 "costsim_cb_alert_send_failures_total",
                 "Failed Alertmanager deliveries.",
                 &["alert_type", "error_type"],
+            ),
+            cb_alert_delivery_seconds: histogram(
+                "costsim_cb_alert_delivery_seconds",
+                "Time from an alert's queueing to its delivery to Alertmanager.",
+                vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
             ),
             cb_enabled_total: counter_vec("costsim_cb_enabled_total", "Breaker closes.", &["reason"]),
             cb_auto_recovery_total,

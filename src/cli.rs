@@ -1,10 +1,12 @@
 //! The `costsim-breaker` command line: one subcommand per job, each in its own file.
 
+mod backfill;
 mod backtest;
 mod breaker;
 mod migrate;
 mod produce;
 mod run;
+mod topic_range;
 mod watch;
 
 use std::process::ExitCode;
@@ -28,6 +30,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fill provenance from a Kafka topic range or from files (ours and the older system's), idempotently;
+    /// `--dry-run` counts, `--verify` checks what the table holds.
+    Backfill(backfill::BackfillArgs),
     /// Replay simulation results from a JSON Lines file or a Kafka topic range through the breaker, with no side
     /// effects: one line per state change, then a summary.
     Backtest(backtest::BacktestArgs),
@@ -46,6 +51,7 @@ pub enum Command {
 /// Runs the chosen subcommand; the exit code reports partial failures (e.g. records that were not delivered).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Backfill(args) => backfill::run(args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::Breaker(args) => breaker::run(args).await,
         Command::Produce(args) => produce::run(args).await,

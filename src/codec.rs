@@ -2,10 +2,12 @@
 //!
 //! On Kafka, records use Avro single-object encoding (`C3 01`, the writer schema's CRC-64-AVRO fingerprint,
 //! then the Avro body), so a reader knows which schema wrote a record without a registry. Files and the CLI use
-//! JSON Lines with the same field names and plain values.
+//! JSON Lines with the same field names and plain values. Backfill files may also hold the older system's
+//! provenance records, which become provenance rows directly.
 
 mod avro;
 mod json;
+mod legacy;
 
 pub use avro::{
     BREAKER_STATE_CHANGED_SCHEMA, SIMULATION_RESULT_SCHEMA, SchemaKind, decode_breaker_state_changed,
@@ -15,6 +17,7 @@ pub use json::{
     JsonLines, LineError, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,
     simulation_result_to_json,
 };
+pub use legacy::{RecordError, backfill_row, backfill_row_from_json, canonical_json};
 
 use crate::event::InvalidEvent;
 

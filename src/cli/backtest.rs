@@ -1,8 +1,6 @@
 //! `backtest`: replays simulation results from a JSON Lines file or a range of a Kafka topic through the
 //! breaker, with no side effects, and prints one line per state change and a summary.
 
-mod topic;
-
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -10,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use super::topic_range::{self as topic, Rejected};
 use crate::backtest::{Backtest, format_summary, format_transition, summary_json, transition_json};
 use crate::breaker::BreakerConfig;
 use crate::codec::{JsonLines, LineError};
@@ -44,15 +43,6 @@ pub struct BacktestArgs {
     kafka: KafkaConfig,
 }
 
-/// An input that gave no event: where it was, what kind of error, the message, and whether reading stopped.
-#[derive(Debug, Clone, PartialEq)]
-struct Rejected {
-    place: String,
-    class: &'static str,
-    message: String,
-    fatal: bool,
-}
-
 /// Runs `backtest`; rejected inputs go to stderr as `place: reason` (`file:line`, `topic/partition@offset`)
 /// and do not stop the replay. Exits non-zero only when the input could not be read to its end.
 pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
@@ -72,8 +62,14 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 replay(json_lines(BufReader::new(file), &name), config, args.json, &mut out, &mut std::io::stderr())?
             }
             (None, Some(topic)) => {
-                let range = topic::TopicRange::open(&args.kafka, topic, args.from, args.to)?;
-                replay(range, config, args.json, &mut out, &mut std::io::stderr())?
+                let range = topic::TopicRange::open(&args.kafka, topic, None, args.from, args.to)?;
+                replay(
+                    range.map(|r| r.map(|located| located.event)),
+                    config,
+                    args.json,
+                    &mut out,
+                    &mut std::io::stderr(),
+                )?
             }
             (None, None) => anyhow::bail!("give --input FILE.jsonl or --topic TOPIC"),
         };

@@ -1,5 +1,5 @@
-//! Reading a range of a Kafka topic for `backtest`: every partition, outside any consumer group (nothing is
-//! joined or committed), merged into one stream in event-time order.
+//! Reading a range of a Kafka topic for `backtest` and `backfill`: every partition (or the chosen ones), outside
+//! any consumer group (nothing is joined or committed), merged into one stream in event-time order.
 //!
 //! Each partition gets its own consumer and keeps its own order; the merged stream always takes the next
 //! record of the partition whose next event is oldest. That is the order in which buckets close for several
@@ -15,13 +15,36 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::Rejected;
 use crate::codec::decode_simulation_result;
 use crate::event::SimulationResult;
 use crate::kafka::KafkaConfig;
 
 /// How long to wait for the broker on one request or one record before giving up.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An input that gave no event: where it was, what kind of error, the message, and whether reading stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Rejected {
+    /// `file:line` or `topic/partition@offset`.
+    pub(super) place: String,
+    /// The kind of error, short and stable.
+    pub(super) class: &'static str,
+    /// What was wrong.
+    pub(super) message: String,
+    /// Whether reading stopped there.
+    pub(super) fatal: bool,
+}
+
+/// An event and where it was read: partition and offset.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Located {
+    /// The decoded event.
+    pub(super) event: SimulationResult,
+    /// Its partition.
+    pub(super) partition: i32,
+    /// Its offset.
+    pub(super) offset: i64,
+}
 
 /// A position in every partition of a topic: an offset, or the first record at or after a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,17 +83,25 @@ pub(super) struct TopicRange {
     readers: Vec<PartitionReader>,
     /// The next decoded event of each partition that has one, oldest first.
     heads: BinaryHeap<Reverse<Head>>,
-    events: Vec<Option<SimulationResult>>,
+    events: Vec<Option<Located>>,
     /// Undecodable records and read errors, passed on as soon as they are met.
     rejected: VecDeque<Rejected>,
     failed: bool,
 }
 
 impl TopicRange {
-    /// Resolves the range in every partition and positions one consumer per partition at its start.
+    /// How many records the range holds (decodable or not).
+    pub(super) fn len(&self) -> u64 {
+        self.readers.iter().map(|r| (r.end - r.next).max(0) as u64).sum::<u64>()
+            + self.events.iter().flatten().count() as u64
+    }
+
+    /// Resolves the range in every partition (or only in `only`) and positions one consumer per partition at its
+    /// start.
     pub(super) fn open(
         kafka: &KafkaConfig,
         topic: &str,
+        only: Option<&[i32]>,
         from: Option<Position>,
         to: Option<Position>,
     ) -> anyhow::Result<Self> {
@@ -81,6 +112,12 @@ impl TopicRange {
         let partitions: Vec<i32> =
             metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
         anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions on {}", kafka.brokers);
+        if let Some(only) = only {
+            if let Some(missing) = only.iter().find(|p| !partitions.contains(p)) {
+                anyhow::bail!("topic {topic} has no partition {missing} (it has {})", partitions.len());
+            }
+        }
+        let partitions = partitions.into_iter().filter(|p| only.is_none_or(|only| only.contains(p)));
 
         let mut readers = Vec::new();
         for partition in partitions {
@@ -139,7 +176,7 @@ impl TopicRange {
             match decode_simulation_result(message.payload().unwrap_or_default()) {
                 Ok(event) => {
                     heads.push(Reverse((event.occurred_at, reader.partition, offset, index)));
-                    events[index] = Some(event);
+                    events[index] = Some(Located { event, partition: reader.partition, offset });
                     return;
                 }
                 Err(error) => rejected.push_back(Rejected {
@@ -154,7 +191,7 @@ impl TopicRange {
 }
 
 impl Iterator for TopicRange {
-    type Item = Result<SimulationResult, Rejected>;
+    type Item = Result<Located, Rejected>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(rejected) = self.rejected.pop_front() {
@@ -173,7 +210,7 @@ impl Iterator for TopicRange {
 /// A consumer for manual assignment: librdkafka wants a group id, which is never joined or committed to.
 fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
     let mut config = kafka.client_config();
-    config.set("group.id", format!("costsim-breaker-backtest-{}", uuid::Uuid::new_v4()));
+    config.set("group.id", format!("costsim-breaker-replay-{}", uuid::Uuid::new_v4()));
     config.set("enable.auto.commit", "false");
     config.set("enable.partition.eof", "false");
     config.create().context("cannot create a Kafka consumer")

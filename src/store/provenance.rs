@@ -1,7 +1,11 @@
-//! Provenance rows: one per simulation result, idempotent on `event_id`, written in batches.
+//! Provenance rows: one per simulation result or backfilled record, idempotent on `event_id`, written in batches
+//! (one `INSERT … SELECT FROM UNNEST` per batch, one array per column).
+
+pub mod stats;
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::drift::{Observation, Verdict};
@@ -18,6 +22,92 @@ pub struct KafkaOrigin<'a> {
     pub offset: i64,
 }
 
+/// One row of `costsim_provenance` as written; `cost_delta` is derived when both costs are present.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvenanceRow {
+    /// The idempotency key.
+    pub event_id: String,
+    /// When the simulation ran, if known.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Caller run id.
+    pub run_id: Option<String>,
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// `v1` or `v2`: the model the row is about.
+    pub variant_slug: Option<String>,
+    /// `sandbox`, `canary`, `manual` or `backfill`.
+    pub source: Option<String>,
+    /// Model version stamp.
+    pub model_version: Option<String>,
+    /// Adapter version stamp.
+    pub adapter_version: Option<String>,
+    /// Git commit of the model.
+    pub commit_sha: Option<String>,
+    /// Hash of the input, in whatever format its writer used.
+    pub input_hash: Option<String>,
+    /// Hash of the output.
+    pub output_hash: Option<String>,
+    /// V1 (baseline) cost in cents.
+    pub v1_cost: Option<f64>,
+    /// V2 (shadow) cost in cents.
+    pub v2_cost: Option<f64>,
+    /// Whether V1 found the plan feasible.
+    pub v1_feasible: Option<bool>,
+    /// Whether V2 found the plan feasible.
+    pub v2_feasible: Option<bool>,
+    /// How V2's run ended.
+    pub v2_status: Option<String>,
+    /// Drift score of the V1/V2 pair.
+    pub drift_score: Option<f64>,
+    /// Verdict band of the drift score.
+    pub verdict: Option<&'static str>,
+    /// Full input and/or output.
+    pub payload: Option<serde_json::Value>,
+    /// Run time in milliseconds.
+    pub runtime_ms: Option<i32>,
+    /// Kafka topic the record was read from.
+    pub kafka_topic: Option<String>,
+    /// Its partition.
+    pub kafka_partition: Option<i32>,
+    /// Its offset.
+    pub kafka_offset: Option<i64>,
+}
+
+impl ProvenanceRow {
+    /// The row of a simulation result (variant `v2`, the event's source), with where it was read on Kafka.
+    pub fn of_result(e: &SimulationResult, origin: Option<KafkaOrigin<'_>>) -> Self {
+        let score = match Observation::of(e) {
+            Observation::Drift(score) => Some(score),
+            Observation::SchemaError | Observation::NoScore => None,
+        };
+        ProvenanceRow {
+            event_id: e.event_id.clone(),
+            occurred_at: Some(e.occurred_at),
+            run_id: e.run_id.clone(),
+            tenant_id: Some(e.tenant_id.clone()),
+            variant_slug: Some("v2".to_owned()),
+            source: Some(e.source.as_str().to_owned()),
+            model_version: Some(e.model_version.clone()),
+            adapter_version: Some(e.adapter_version.clone()),
+            commit_sha: e.commit_sha.clone(),
+            input_hash: Some(e.input_hash.clone()),
+            output_hash: None,
+            v1_cost: Some(e.v1_cost_cents as f64),
+            v2_cost: e.v2_cost_cents.map(|c| c as f64),
+            v1_feasible: Some(e.v1_feasible),
+            v2_feasible: e.v2_feasible,
+            v2_status: Some(e.v2_status.as_str().to_owned()),
+            drift_score: score,
+            verdict: score.map(|s| Verdict::of(s).as_str()),
+            payload: None,
+            runtime_ms: e.v2_duration_ms.map(|d| d.clamp(0, i64::from(i32::MAX)) as i32),
+            kafka_topic: origin.map(|o| o.topic.to_owned()),
+            kafka_partition: origin.map(|o| o.partition),
+            kafka_offset: origin.map(|o| o.offset),
+        }
+    }
+}
+
 /// Inserts the events that are not stored yet and returns the ids of those inserted now (an id repeated in the
 /// batch counts once). `origins` pairs with `events`; `None` for records that did not come from Kafka.
 pub async fn insert(
@@ -25,108 +115,125 @@ pub async fn insert(
     events: &[&SimulationResult],
     origins: &[Option<KafkaOrigin<'_>>],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    if events.is_empty() {
+    let rows: Vec<ProvenanceRow> =
+        events.iter().zip(origins).map(|(event, origin)| ProvenanceRow::of_result(event, *origin)).collect();
+    insert_rows(conn, &rows).await
+}
+
+/// Inserts the rows whose `event_id` is not stored yet and returns the ids inserted now (an id repeated in the
+/// batch counts once).
+pub async fn insert_rows(conn: &mut PgConnection, rows: &[ProvenanceRow]) -> Result<HashSet<String>, sqlx::Error> {
+    if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let n = events.len();
-    let mut cols = Columns::with_capacity(n);
-    for (event, origin) in events.iter().zip(origins) {
-        cols.push(event, *origin);
-    }
+    let c = Columns::of(rows);
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO costsim_provenance (event_id, occurred_at, run_id, tenant_id, variant_slug, source, \
-         model_version, adapter_version, commit_sha, input_hash, v1_cost, v2_cost, cost_delta, v1_feasible, \
-         v2_feasible, v2_status, drift_score, verdict, runtime_ms, kafka_topic, kafka_partition, kafka_offset) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::float8[], $14::bool[], \
-         $15::bool[], $16::text[], $17::float8[], $18::text[], $19::int4[], $20::text[], $21::int4[], $22::int8[]) \
+         model_version, adapter_version, commit_sha, input_hash, output_hash, v1_cost, v2_cost, cost_delta, \
+         v1_feasible, v2_feasible, v2_status, drift_score, verdict, payload, runtime_ms, kafka_topic, \
+         kafka_partition, kafka_offset) \
+         SELECT e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, c2 - c1, f1, f2, st, d, vd, p::jsonb, ms, kt, kp, ko \
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::bool[], $15::bool[], \
+         $16::text[], $17::float8[], $18::text[], $19::text[], $20::int4[], $21::text[], $22::int4[], $23::int8[]) \
+         AS u(e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, f1, f2, st, d, vd, p, ms, kt, kp, ko) \
          ON CONFLICT ON CONSTRAINT uq_costsim_provenance_event_id DO NOTHING RETURNING event_id",
     )
-    .bind(&cols.event_id)
-    .bind(&cols.occurred_at)
-    .bind(&cols.run_id)
-    .bind(&cols.tenant_id)
-    .bind(&cols.variant_slug)
-    .bind(&cols.source)
-    .bind(&cols.model_version)
-    .bind(&cols.adapter_version)
-    .bind(&cols.commit_sha)
-    .bind(&cols.input_hash)
-    .bind(&cols.v1_cost)
-    .bind(&cols.v2_cost)
-    .bind(&cols.cost_delta)
-    .bind(&cols.v1_feasible)
-    .bind(&cols.v2_feasible)
-    .bind(&cols.v2_status)
-    .bind(&cols.drift_score)
-    .bind(&cols.verdict)
-    .bind(&cols.runtime_ms)
-    .bind(&cols.kafka_topic)
-    .bind(&cols.kafka_partition)
-    .bind(&cols.kafka_offset)
+    .bind(&c.event_id)
+    .bind(&c.occurred_at)
+    .bind(&c.run_id)
+    .bind(&c.tenant_id)
+    .bind(&c.variant_slug)
+    .bind(&c.source)
+    .bind(&c.model_version)
+    .bind(&c.adapter_version)
+    .bind(&c.commit_sha)
+    .bind(&c.input_hash)
+    .bind(&c.output_hash)
+    .bind(&c.v1_cost)
+    .bind(&c.v2_cost)
+    .bind(&c.v1_feasible)
+    .bind(&c.v2_feasible)
+    .bind(&c.v2_status)
+    .bind(&c.drift_score)
+    .bind(&c.verdict)
+    .bind(&c.payload)
+    .bind(&c.runtime_ms)
+    .bind(&c.kafka_topic)
+    .bind(&c.kafka_partition)
+    .bind(&c.kafka_offset)
     .fetch_all(conn)
     .await?;
     Ok(inserted.into_iter().collect())
 }
 
+/// The ids among `event_ids` that are stored already.
+pub async fn existing_event_ids(conn: &mut PgConnection, event_ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM costsim_provenance WHERE event_id = ANY($1::text[])")
+            .bind(event_ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// The batch as one array per column, the shape `UNNEST` takes.
 #[derive(Default)]
-struct Columns {
-    event_id: Vec<String>,
-    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
-    run_id: Vec<Option<String>>,
-    tenant_id: Vec<String>,
-    variant_slug: Vec<&'static str>,
-    source: Vec<&'static str>,
-    model_version: Vec<String>,
-    adapter_version: Vec<String>,
-    commit_sha: Vec<Option<String>>,
-    input_hash: Vec<String>,
-    v1_cost: Vec<f64>,
+struct Columns<'a> {
+    event_id: Vec<&'a str>,
+    occurred_at: Vec<Option<DateTime<Utc>>>,
+    run_id: Vec<Option<&'a str>>,
+    tenant_id: Vec<Option<&'a str>>,
+    variant_slug: Vec<Option<&'a str>>,
+    source: Vec<Option<&'a str>>,
+    model_version: Vec<Option<&'a str>>,
+    adapter_version: Vec<Option<&'a str>>,
+    commit_sha: Vec<Option<&'a str>>,
+    input_hash: Vec<Option<&'a str>>,
+    output_hash: Vec<Option<&'a str>>,
+    v1_cost: Vec<Option<f64>>,
     v2_cost: Vec<Option<f64>>,
-    cost_delta: Vec<Option<f64>>,
-    v1_feasible: Vec<bool>,
+    v1_feasible: Vec<Option<bool>>,
     v2_feasible: Vec<Option<bool>>,
-    v2_status: Vec<&'static str>,
+    v2_status: Vec<Option<&'a str>>,
     drift_score: Vec<Option<f64>>,
     verdict: Vec<Option<&'static str>>,
+    // Sent as text and cast in SQL: one array type for any JSON value.
+    payload: Vec<Option<String>>,
     runtime_ms: Vec<Option<i32>>,
-    kafka_topic: Vec<Option<String>>,
+    kafka_topic: Vec<Option<&'a str>>,
     kafka_partition: Vec<Option<i32>>,
     kafka_offset: Vec<Option<i64>>,
 }
 
-impl Columns {
-    fn with_capacity(n: usize) -> Self {
-        Columns { event_id: Vec::with_capacity(n), ..Default::default() }
-    }
-
-    fn push(&mut self, e: &SimulationResult, origin: Option<KafkaOrigin<'_>>) {
-        let score = match Observation::of(e) {
-            Observation::Drift(score) => Some(score),
-            Observation::SchemaError | Observation::NoScore => None,
-        };
-        self.event_id.push(e.event_id.clone());
-        self.occurred_at.push(e.occurred_at);
-        self.run_id.push(e.run_id.clone());
-        self.tenant_id.push(e.tenant_id.clone());
-        self.variant_slug.push("v2");
-        self.source.push(e.source.as_str());
-        self.model_version.push(e.model_version.clone());
-        self.adapter_version.push(e.adapter_version.clone());
-        self.commit_sha.push(e.commit_sha.clone());
-        self.input_hash.push(e.input_hash.clone());
-        self.v1_cost.push(e.v1_cost_cents as f64);
-        self.v2_cost.push(e.v2_cost_cents.map(|c| c as f64));
-        self.cost_delta.push(e.v2_cost_cents.map(|v2| (v2 - e.v1_cost_cents) as f64));
-        self.v1_feasible.push(e.v1_feasible);
-        self.v2_feasible.push(e.v2_feasible);
-        self.v2_status.push(e.v2_status.as_str());
-        self.drift_score.push(score);
-        self.verdict.push(score.map(|s| Verdict::of(s).as_str()));
-        self.runtime_ms.push(e.v2_duration_ms.map(|d| d.clamp(0, i64::from(i32::MAX)) as i32));
-        self.kafka_topic.push(origin.map(|o| o.topic.to_owned()));
-        self.kafka_partition.push(origin.map(|o| o.partition));
-        self.kafka_offset.push(origin.map(|o| o.offset));
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [ProvenanceRow]) -> Self {
+        let mut c = Columns { event_id: Vec::with_capacity(rows.len()), ..Default::default() };
+        for r in rows {
+            c.event_id.push(&r.event_id);
+            c.occurred_at.push(r.occurred_at);
+            c.run_id.push(r.run_id.as_deref());
+            c.tenant_id.push(r.tenant_id.as_deref());
+            c.variant_slug.push(r.variant_slug.as_deref());
+            c.source.push(r.source.as_deref());
+            c.model_version.push(r.model_version.as_deref());
+            c.adapter_version.push(r.adapter_version.as_deref());
+            c.commit_sha.push(r.commit_sha.as_deref());
+            c.input_hash.push(r.input_hash.as_deref());
+            c.output_hash.push(r.output_hash.as_deref());
+            c.v1_cost.push(r.v1_cost);
+            c.v2_cost.push(r.v2_cost);
+            c.v1_feasible.push(r.v1_feasible);
+            c.v2_feasible.push(r.v2_feasible);
+            c.v2_status.push(r.v2_status.as_deref());
+            c.drift_score.push(r.drift_score);
+            c.verdict.push(r.verdict);
+            c.payload.push(r.payload.as_ref().map(|p| p.to_string()));
+            c.runtime_ms.push(r.runtime_ms);
+            c.kafka_topic.push(r.kafka_topic.as_deref());
+            c.kafka_partition.push(r.kafka_partition);
+            c.kafka_offset.push(r.kafka_offset);
+        }
+        c
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Modules, from the domain outwards:
 
-/// Alertmanager payloads: one alert identity per incident, fired and resolved.
+/// Alertmanager payloads: one alert identity per incident, fired, re-sent and resolved; the drift warning.
 pub mod alert;
+/// Alertmanager delivery: the outbox drainer (leader job), re-sends of firing alerts, backoff and dead letters.
+pub mod alertmanager;
 /// Replays of events through the window and the breaker, with no side effects: transitions and a summary.
 pub mod backtest;
 /// The breaker state machine: settings, the breaker's record, and `decide`, pure and clock-free.

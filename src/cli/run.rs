@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::alertmanager::{AlertArgs, Drainer};
 use crate::breaker::BreakerConfig;
 use crate::http::{self, HttpConfig};
 use crate::identity::IdentityArgs;
@@ -30,6 +31,8 @@ pub struct RunArgs {
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
+    alerts: AlertArgs,
+    #[command(flatten)]
     http: HttpConfig,
     #[command(flatten)]
     pipeline: PipelineSettings,
@@ -41,6 +44,8 @@ pub struct RunArgs {
 
 /// Runs the processor until a signal, then shuts down within the deadline.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Refused before anything starts: with nowhere to send alerts, trips would go unnoticed.
+    let delivery = args.alerts.delivery().context("invalid alert settings")?;
     let engine = BreakerConfig::from_env(std::env::vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
@@ -62,6 +67,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
             .context("cannot create the broker probe")?;
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
+    let drainer = match delivery {
+        Some(delivery) => {
+            tracing::info!(endpoint = %delivery.endpoint,
+                "Alert delivery is on: the instance leading the alert worker (lock 7002) drains the queue.");
+            Some(Drainer::new(pool.clone(), delivery, metrics.clone())?)
+        }
+        None => {
+            tracing::warn!(
+                "Alert delivery is off (--alerts off): alerts are queued in costsim_alert_queue and stay pending; \
+                 nothing is sent to Alertmanager or marked sent."
+            );
+            None
+        }
+    };
     let leader_options = leader::connect_options(&args.database.url)?;
     let breakers = vec![args.pipeline.breaker.clone()];
     let pipeline = Pipeline {
@@ -98,6 +117,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("state-event relay")
     });
+    if let Some(drainer) = drainer {
+        let (options, who, token) = (leader_options.clone(), holder.clone(), cancel.clone());
+        tasks.spawn(async move {
+            leader::run_as_leader(&options, LeaderLock::AlertWorker, &who, token, |job| {
+                let drainer = drainer.clone();
+                async move {
+                    drainer.run(job).await;
+                    Ok(())
+                }
+            })
+            .await
+            .context("alert drainer")
+        });
+    }
     let token = cancel.clone();
     tasks.spawn(async move {
         leader::run_as_leader(&leader_options, LeaderLock::Timers, &holder, token, |job| {

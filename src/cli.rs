@@ -1,5 +1,6 @@
 //! The `costsim-breaker` command line: one subcommand per job, each in its own file.
 
+mod alerts;
 mod backfill;
 mod backtest;
 mod breaker;
@@ -30,6 +31,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Look at the alert outbox and manage it: `stats`, `retry` (dead letters back to pending), `purge`.
+    Alerts(alerts::AlertsArgs),
     /// Fill provenance from a Kafka topic range or from files (ours and the older system's), idempotently;
     /// `--dry-run` counts, `--verify` checks what the table holds.
     Backfill(backfill::BackfillArgs),
@@ -51,6 +54,7 @@ pub enum Command {
 /// Runs the chosen subcommand; the exit code reports partial failures (e.g. records that were not delivered).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Alerts(args) => alerts::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::Breaker(args) => breaker::run(args).await,
@@ -58,5 +62,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn every_subcommands_arguments_are_consistent() {
+        // clap checks duplicate names, conflicting flags and bad defaults only when a command is built: build all.
+        Cli::command().debug_assert();
     }
 }

@@ -1,6 +1,9 @@
 //! Integration tests against the real stack (`scripts/stack up`): PostgreSQL, a Kafka-protocol broker and
 //! Alertmanager, reached through DATABASE_URL, KAFKA_BROKERS and ALERTMANAGER_URL.
 
+mod alert_faults;
+mod alerts;
+mod alerts_cli;
 mod backfill;
 mod backtest;
 mod breaker_cli;

@@ -1,6 +1,7 @@
 //! Provenance rows: one per simulation result or backfilled record, idempotent on `event_id`, written in batches
 //! (one `INSERT … SELECT FROM UNNEST` per batch, one array per column).
 
+/// What the table holds: totals per variant and source, costs, drift statistics (for `backfill --verify`).
 pub mod stats;
 
 use std::collections::HashSet;

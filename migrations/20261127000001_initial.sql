@@ -137,6 +137,10 @@ CREATE TABLE costsim_provenance (
     kafka_topic     TEXT,
     kafka_partition INTEGER,
     kafka_offset    BIGINT,
+    -- Whether the processor has consumed the event (and counted it in its window unless it was too late). FALSE
+    -- for rows only `backfill` wrote: when the processor meets such an event it claims the row and counts the
+    -- event, so a backfill ahead of a live processor takes nothing out of its window.
+    processed       BOOLEAN     NOT NULL DEFAULT TRUE,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT pk_costsim_provenance PRIMARY KEY (id),
     CONSTRAINT uq_costsim_provenance_event_id UNIQUE (event_id),

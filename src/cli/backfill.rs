@@ -126,7 +126,9 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             }
         } else {
             let mut tx = sqlx::Connection::begin(&mut *conn).await.context("cannot begin a transaction")?;
-            let inserted = provenance::insert_rows(&mut tx, &batch.rows).await.context("cannot write provenance")?;
+            let inserted = provenance::insert_rows(&mut tx, &batch.rows, provenance::Writer::Backfill)
+                .await
+                .context("cannot write provenance")?;
             tx.commit().await.context("cannot commit a batch of provenance")?;
             counts.inserted += inserted.len() as u64;
             counts.duplicates += (batch.rows.len() - inserted.len()) as u64;

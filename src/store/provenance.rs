@@ -109,8 +109,19 @@ impl ProvenanceRow {
     }
 }
 
-/// Inserts the events that are not stored yet and returns the ids of those inserted now (an id repeated in the
-/// batch counts once). `origins` pairs with `events`; `None` for records that did not come from Kafka.
+/// Who writes a batch, which decides what a stored row with the same `event_id` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The processor (`run`): its rows are `processed`; a row that only a backfill wrote is claimed (made
+    /// `processed`) and returned as new, so the processor still counts that event in its window.
+    Processor,
+    /// A backfill: its rows are not `processed`, and a stored row is left as it is.
+    Backfill,
+}
+
+/// Inserts (or claims, see [`Writer::Processor`]) the events the processor has not stored yet and returns their
+/// ids (an id repeated in the batch counts once). `origins` pairs with `events`; `None` for records that did not
+/// come from Kafka.
 pub async fn insert(
     conn: &mut PgConnection,
     events: &[&SimulationResult],
@@ -118,53 +129,74 @@ pub async fn insert(
 ) -> Result<HashSet<String>, sqlx::Error> {
     let rows: Vec<ProvenanceRow> =
         events.iter().zip(origins).map(|(event, origin)| ProvenanceRow::of_result(event, *origin)).collect();
-    insert_rows(conn, &rows).await
+    insert_rows(conn, &rows, Writer::Processor).await
 }
 
-/// Inserts the rows whose `event_id` is not stored yet and returns the ids inserted now (an id repeated in the
-/// batch counts once).
-pub async fn insert_rows(conn: &mut PgConnection, rows: &[ProvenanceRow]) -> Result<HashSet<String>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let c = Columns::of(rows);
-    let inserted: Vec<String> = sqlx::query_scalar(
+/// The batch insert up to its conflict action: one array per column, `$24` whether the rows are `processed`.
+macro_rules! insert_rows_sql {
+    () => {
         "INSERT INTO costsim_provenance (event_id, occurred_at, run_id, tenant_id, variant_slug, source, \
          model_version, adapter_version, commit_sha, input_hash, output_hash, v1_cost, v2_cost, cost_delta, \
          v1_feasible, v2_feasible, v2_status, drift_score, verdict, payload, runtime_ms, kafka_topic, \
-         kafka_partition, kafka_offset) \
-         SELECT e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, c2 - c1, f1, f2, st, d, vd, p::jsonb, ms, kt, kp, ko \
+         kafka_partition, kafka_offset, processed) \
+         SELECT e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, c2 - c1, f1, f2, st, d, vd, p::jsonb, ms, kt, kp, ko, \
+         $24::bool \
          FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::bool[], $15::bool[], \
          $16::text[], $17::float8[], $18::text[], $19::text[], $20::int4[], $21::text[], $22::int4[], $23::int8[]) \
          AS u(e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, f1, f2, st, d, vd, p, ms, kt, kp, ko) \
-         ON CONFLICT ON CONSTRAINT uq_costsim_provenance_event_id DO NOTHING RETURNING event_id",
-    )
-    .bind(&c.event_id)
-    .bind(&c.occurred_at)
-    .bind(&c.run_id)
-    .bind(&c.tenant_id)
-    .bind(&c.variant_slug)
-    .bind(&c.source)
-    .bind(&c.model_version)
-    .bind(&c.adapter_version)
-    .bind(&c.commit_sha)
-    .bind(&c.input_hash)
-    .bind(&c.output_hash)
-    .bind(&c.v1_cost)
-    .bind(&c.v2_cost)
-    .bind(&c.v1_feasible)
-    .bind(&c.v2_feasible)
-    .bind(&c.v2_status)
-    .bind(&c.drift_score)
-    .bind(&c.verdict)
-    .bind(&c.payload)
-    .bind(&c.runtime_ms)
-    .bind(&c.kafka_topic)
-    .bind(&c.kafka_partition)
-    .bind(&c.kafka_offset)
-    .fetch_all(conn)
-    .await?;
+         ON CONFLICT ON CONSTRAINT uq_costsim_provenance_event_id "
+    };
+}
+
+/// Inserts the rows whose `event_id` is not stored yet (for the processor: or stored only by a backfill) and
+/// returns the ids inserted now; an id repeated in the batch counts once, the first row wins.
+pub async fn insert_rows(
+    conn: &mut PgConnection,
+    rows: &[ProvenanceRow],
+    writer: Writer,
+) -> Result<HashSet<String>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // One statement may not touch a row twice with ON CONFLICT DO UPDATE: repeats are dropped here.
+    let mut ids = HashSet::with_capacity(rows.len());
+    let unique: Vec<&ProvenanceRow> = rows.iter().filter(|r| ids.insert(r.event_id.as_str())).collect();
+    let c = Columns::of(&unique);
+    let sql = match writer {
+        Writer::Processor => concat!(
+            insert_rows_sql!(),
+            "DO UPDATE SET processed = true WHERE NOT costsim_provenance.processed RETURNING event_id"
+        ),
+        Writer::Backfill => concat!(insert_rows_sql!(), "DO NOTHING RETURNING event_id"),
+    };
+    let inserted: Vec<String> = sqlx::query_scalar(sql)
+        .bind(&c.event_id)
+        .bind(&c.occurred_at)
+        .bind(&c.run_id)
+        .bind(&c.tenant_id)
+        .bind(&c.variant_slug)
+        .bind(&c.source)
+        .bind(&c.model_version)
+        .bind(&c.adapter_version)
+        .bind(&c.commit_sha)
+        .bind(&c.input_hash)
+        .bind(&c.output_hash)
+        .bind(&c.v1_cost)
+        .bind(&c.v2_cost)
+        .bind(&c.v1_feasible)
+        .bind(&c.v2_feasible)
+        .bind(&c.v2_status)
+        .bind(&c.drift_score)
+        .bind(&c.verdict)
+        .bind(&c.payload)
+        .bind(&c.runtime_ms)
+        .bind(&c.kafka_topic)
+        .bind(&c.kafka_partition)
+        .bind(&c.kafka_offset)
+        .bind(writer == Writer::Processor)
+        .fetch_all(conn)
+        .await?;
     Ok(inserted.into_iter().collect())
 }
 
@@ -208,7 +240,7 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(rows: &'a [ProvenanceRow]) -> Self {
+    fn of(rows: &[&'a ProvenanceRow]) -> Self {
         let mut c = Columns { event_id: Vec::with_capacity(rows.len()), ..Default::default() };
         for r in rows {
             c.event_id.push(&r.event_id);

@@ -11,7 +11,7 @@ use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 
 use crate::helpers::{command, fresh_kafka};
-use crate::pipeline::database_url;
+use crate::pipeline::{Processor, database_url, produce, spike, wait_for};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backfill");
 
@@ -85,6 +85,28 @@ async fn a_topic_range_inserts_exactly_that_range_and_a_rerun_inserts_nothing(po
             .unwrap();
         assert_eq!(rows, 0, "backfill writes nothing to {table}");
     }
+}
+
+#[sqlx::test]
+async fn a_backfill_ahead_of_the_live_processor_takes_nothing_out_of_its_window(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    produce(&kafka, &spike(600, 100.0, 5)).await;
+    let (ok, out, err) = backfill(&pool, &kafka, &["--topic", &kafka.results_topic]).await;
+    assert!(ok && out.contains("records 600, inserted 600"), "{out}{err}");
+    assert_eq!(count(&pool, "NOT processed").await, 600, "backfilled rows wait for the processor");
+
+    let _run = Processor::start(&kafka, &pool, &["bucket_seconds=1", "window_seconds=10", "min_samples=20"]).await;
+    let processed = wait_for(&pool, "SELECT count(*) FROM costsim_provenance WHERE processed", 600).await;
+    assert_eq!(processed, 600, "the processor claims every backfilled row");
+    let counted = wait_for(
+        &pool,
+        "SELECT coalesce(sum(sample_count + schema_error_count + unscored_count), 0)::bigint FROM costsim_drift_buckets",
+        600,
+    )
+    .await;
+    assert_eq!(counted, 600, "every event is counted in the window once");
+    assert_eq!(count(&pool, "true").await, 600);
 }
 
 #[sqlx::test]

@@ -164,6 +164,15 @@ fn source(args: &BackfillArgs) -> anyhow::Result<Option<Source>> {
         (None, Some(time)) => Some(Position::Time(time)),
         (None, None) => None,
     };
+    let topic_only = args.partitions.is_some()
+        || args.from_offset.is_some()
+        || args.from_time.is_some()
+        || args.to_offset.is_some()
+        || args.to_time.is_some();
+    anyhow::ensure!(
+        args.topic.is_some() || !topic_only,
+        "--partitions, --from-offset, --from-time, --to-offset and --to-time apply to --topic only"
+    );
     Ok(match (&args.topic, &args.file, &args.dir) {
         (Some(topic), _, _) => Some(Source::Topic {
             kafka: Box::new(args.kafka.clone()),

@@ -153,6 +153,9 @@ async fn bad_lines_are_reported_by_number_and_fail_the_run_unless_allowed(pool: 
     let (ok, out, _) = backfill(&pool, &kafka, &["--file", &file, "--allow-invalid"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("inserted 0, duplicates skipped 2, invalid 3"), "{out}");
+
+    let (ok, _, err) = backfill(&pool, &kafka, &["--file", &file, "--from-offset", "1"]).await;
+    assert!(!ok && err.contains("apply to --topic only"), "{err}");
 }
 
 #[sqlx::test]

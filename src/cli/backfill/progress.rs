@@ -42,13 +42,7 @@ impl Progress {
             }
             None if self.last_line.elapsed() >= PLAIN_EVERY => {
                 self.last_line = Instant::now();
-                let fraction = if self.total == 0 { 1.0 } else { done as f64 / self.total as f64 };
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let eta = if fraction > 0.0 { elapsed / fraction - elapsed } else { f64::NAN };
-                eprintln!(
-                    "backfill: {records} records, {rate:.0} records/s, {:.0}% read, ETA {eta:.0} s",
-                    fraction * 100.0
-                );
+                eprintln!("{}", plain_line(records, done, self.total, self.started.elapsed().as_secs_f64()));
             }
             None => {}
         }
@@ -77,5 +71,25 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The periodic line: records, rate, share of the input read, and the time left at the rate so far.
+fn plain_line(records: u64, done: u64, total: u64, elapsed: f64) -> String {
+    let fraction = if total == 0 { 1.0 } else { (done as f64 / total as f64).min(1.0) };
+    let rate = records as f64 / elapsed.max(1e-3);
+    let eta = if fraction > 0.0 { format!("{:.0} s", elapsed / fraction - elapsed) } else { "unknown".to_owned() };
+    format!("backfill: {records} records, {rate:.0} records/s, {:.0}% read, ETA {eta}", fraction * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_line_gives_rate_share_read_and_time_left() {
+        assert_eq!(plain_line(4000, 250, 1000, 2.0), "backfill: 4000 records, 2000 records/s, 25% read, ETA 6 s");
+        assert_eq!(plain_line(0, 0, 1000, 5.0), "backfill: 0 records, 0 records/s, 0% read, ETA unknown");
+        assert_eq!(plain_line(10, 0, 0, 1.0), "backfill: 10 records, 10 records/s, 100% read, ETA 0 s");
     }
 }

@@ -192,6 +192,11 @@ fn number(map: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, 
         Some(Value::Number(n)) => {
             n.as_f64().filter(|c| c.is_finite()).map(Some).ok_or(RecordError::field(field, "not finite"))
         }
+        // The older backfill took `float(x)`, so numbers written as text are accepted too.
+        Some(Value::String(text)) => match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(RecordError::field(field, format!("`{text}` is not a number"))),
+        },
         Some(_) => Err(RecordError::field(field, "not a number")),
     }
 }

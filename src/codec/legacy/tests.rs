@@ -45,6 +45,10 @@ fn a_historical_run_is_a_v1_baseline_keyed_by_its_run_id() {
     assert_eq!(row.input_hash.as_deref(), Some("2fd40d548301c2cd"), "16 hex of the plan, as Python hashed it");
     assert_eq!(backfill_row(runs[1].clone()).unwrap().input_hash.as_deref(), Some("0123456789abcdef"));
     assert_eq!(backfill_row(runs[2].clone()).unwrap().v1_cost, None);
+    let as_text = serde_json::json!({"plan": [], "cost_cents": "12.5", "run_id": "r"});
+    assert_eq!(backfill_row(as_text).unwrap().v1_cost, Some(12.5), "like the older backfill's float(x)");
+    let err = backfill_row(serde_json::json!({"cost_cents": "lots"})).unwrap_err().to_string();
+    assert_eq!(err, "field `cost_cents`: `lots` is not a number");
 }
 
 #[test]

@@ -65,6 +65,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The longest duration a flag accepts (ten years).
+const MAX_DURATION_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// A duration flag such as `3600`, `3600s`, `90m`, `12h` or `30d`, in seconds; at most ten years. `what` names it in
+/// errors ("duration", "age").
+fn parse_seconds(s: &str, what: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("`{s}` is not a {what} such as 3600s, 90m, 12h or 30d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`; use s, m, h or d")),
+    };
+    match number.checked_mul(scale) {
+        Some(seconds) if seconds <= MAX_DURATION_SECONDS => Ok(seconds),
+        _ => Err(format!("`{s}` is longer than ten years")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;

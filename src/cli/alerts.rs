@@ -114,26 +114,9 @@ async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The longest age accepted (ten years).
-const MAX_AGE_SECONDS: u64 = 10 * 365 * 24 * 3600;
-
 /// An age such as `30d`, `12h`, `90m`, `3600s` or `3600`, in seconds; at most ten years.
 fn parse_age(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("`{s}` is not an age such as 30d, 12h, 90m or 3600s"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`; use s, m, h or d")),
-    };
-    match number.checked_mul(scale) {
-        Some(seconds) if seconds <= MAX_AGE_SECONDS => Ok(seconds),
-        _ => Err(format!("`{s}` is longer than ten years")),
-    }
+    super::parse_seconds(s, "age")
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use crate::store::{DatabaseConfig, outbox};
 
 /// The breaker the processor feeds by default.
 const DEFAULT_BREAKER: &str = "costsim_v2";
-/// The longest TTL accepted (ten years, the engine's own limit).
-const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// Arguments of `breaker`.
 #[derive(Debug, clap::Args)]
@@ -296,21 +294,9 @@ fn non_blank(s: &str) -> Result<String, String> {
 
 /// A TTL such as `90`, `3600s`, `30m`, `2h` or `1d`, in seconds; at least one second, at most ten years.
 fn parse_ttl(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("`{s}` is not a duration such as 3600s, 30m, 2h or 1d"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`; use s, m, h or d")),
-    };
-    match number.checked_mul(scale) {
-        Some(0) => Err("a TTL of 0 would never end; use --latched".to_owned()),
-        Some(seconds) if seconds <= MAX_TTL_SECONDS => Ok(seconds),
-        _ => Err(format!("`{s}` is longer than ten years")),
+    match super::parse_seconds(s, "duration")? {
+        0 => Err("a TTL of 0 would never end; use --latched".to_owned()),
+        seconds => Ok(seconds),
     }
 }
 

@@ -1,6 +1,6 @@
 //! costsim-breaker: the kill switch for the V2 cost model, driven by the drift between V1 and V2.
 //!
-//! Modules, from the domain outwards:
+//! One module per concept:
 
 /// Alertmanager payloads: one alert identity per incident, fired, re-sent and resolved; the drift warning.
 pub mod alert;

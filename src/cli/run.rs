@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sqlx::postgres::PgConnectOptions;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -105,44 +106,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         crate::metrics::refresh::run_refresher(p, m, token).await;
         Ok(())
     });
-    let (options, who, token) = (leader_options.clone(), holder.clone(), cancel.clone());
-    tasks.spawn(async move {
-        leader::run_as_leader(&options, LeaderLock::StateRelay, &who, token, |job| {
-            let relay = relay.clone();
-            async move {
-                relay.run(job).await;
-                Ok(())
-            }
-        })
-        .await
-        .context("state-event relay")
+    let leader = |lock| (leader_options.clone(), lock, holder.clone(), cancel.clone());
+    spawn_leader_job(&mut tasks, leader(LeaderLock::StateRelay), "state-event relay", move |job| {
+        relay.clone().run(job)
     });
     if let Some(drainer) = drainer {
-        let (options, who, token) = (leader_options.clone(), holder.clone(), cancel.clone());
-        tasks.spawn(async move {
-            leader::run_as_leader(&options, LeaderLock::AlertWorker, &who, token, |job| {
-                let drainer = drainer.clone();
-                async move {
-                    drainer.run(job).await;
-                    Ok(())
-                }
-            })
-            .await
-            .context("alert drainer")
+        spawn_leader_job(&mut tasks, leader(LeaderLock::AlertWorker), "alert drainer", move |job| {
+            drainer.clone().run(job)
         });
     }
-    let token = cancel.clone();
-    tasks.spawn(async move {
-        leader::run_as_leader(&leader_options, LeaderLock::Timers, &holder, token, |job| {
-            let (pool, breakers, engine, apply, metrics) =
-                (pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone());
-            async move {
-                timers::run(pool, breakers, engine, apply, metrics, job).await;
-                Ok(())
-            }
-        })
-        .await
-        .context("recovery timers")
+    spawn_leader_job(&mut tasks, leader(LeaderLock::Timers), "recovery timers", move |job| {
+        timers::run(pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone(), job)
     });
 
     let signal = shutdown_signal();
@@ -175,6 +149,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(err) => Err(err),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Spawns a singleton job: `job` runs whenever this process holds the lock (see [`leader::run_as_leader`]) and
+/// stops when the lock is lost or `cancel` fires.
+fn spawn_leader_job<F, Fut>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    (options, lock, holder, cancel): (PgConnectOptions, LeaderLock, String, CancellationToken),
+    what: &'static str,
+    mut job: F,
+) where
+    F: FnMut(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tasks.spawn(async move {
+        leader::run_as_leader(&options, lock, &holder, cancel, |token| {
+            let work = job(token);
+            async move {
+                work.await;
+                Ok(())
+            }
+        })
+        .await
+        .context(what)
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -7,11 +7,13 @@
 //!   body always carries the checks and every breaker's state (the probes and the pipeline's flags are described
 //!   on [`Health`]);
 //! - `GET /health/live`: liveness, 200 whenever the process serves HTTP at all.
+//! - `/costsim/v2/...`: the operator API behind bearer tokens (status, incidents, disable, reset), see [`ApiConfig`].
 //!
 //! Guarantees: the router is built apart from the server ([`router`], [`serve`]), so tests bind port 0; handlers
 //! never block the async runtime; errors reach clients as [`ApiError`], where anything internal is a generic 500
 //! whose detail goes only to the log; nothing served contains a connection string or a password.
 
+mod api;
 mod health;
 
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use api::{ApiConfig, ApiTokens, BODY_LIMIT, Role, TokenConfigError};
 pub use health::{Dependency, Health, PROBE_CACHE, describe_db_error};
 
 use crate::kafka::KafkaConfig;
@@ -59,6 +62,7 @@ pub struct AppState {
     metrics: Metrics,
     health: Health,
     probes: Arc<health::Probes>,
+    api: Option<Arc<ApiConfig>>,
 }
 
 impl AppState {
@@ -72,7 +76,13 @@ impl AppState {
         probe_timeout: Duration,
     ) -> Result<AppState, KafkaError> {
         let probes = health::Probes::new(pool, kafka, probe_timeout)?;
-        Ok(AppState { metrics, health, probes: Arc::new(probes) })
+        Ok(AppState { metrics, health, probes: Arc::new(probes), api: None })
+    }
+
+    /// Serves the `/costsim` API with this configuration; without it (or with no token) those routes answer 503.
+    pub fn with_api(mut self, api: ApiConfig) -> AppState {
+        self.api = Some(Arc::new(api));
+        self
     }
 }
 
@@ -82,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(readiness))
         .route("/health/live", get(liveness))
+        .merge(api::routes())
         .fallback(not_found)
         .with_state(state)
 }

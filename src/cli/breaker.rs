@@ -11,9 +11,10 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::breaker::{BreakerConfig, manual_disable, manual_enable};
+use crate::breaker::BreakerConfig;
 use crate::event::{BreakerState, format_rfc3339_millis};
 use crate::identity::IdentityArgs;
+use crate::store::breaker::manual;
 use crate::store::breaker::{self, BreakerRow};
 use crate::store::{DatabaseConfig, outbox};
 
@@ -199,27 +200,19 @@ async fn disable(args: DisableArgs) -> anyhow::Result<ExitCode> {
     let actor = actor(args.actor);
     let settings = args.identity.apply_settings(&config);
     let pool = args.database.connect().await?;
-    let mut tx = pool.begin().await?;
-    let row = locked(&mut tx, &args.name).await?;
-    if is_same_disable(&row, &args.reason, ttl) {
-        println!("{} is already disabled for this reason and {}; nothing changed", row.name, mode(ttl));
+    let done = manual::disable(&pool, &args.name, &args.reason, ttl, &actor, &settings).await?;
+    if !done.changed {
+        println!("{} is already disabled for this reason and {}; nothing changed", done.before.name, mode(ttl));
         return Ok(ExitCode::SUCCESS);
     }
-    let now = Utc::now();
-    let decision = manual_disable(&row.record, &args.reason, ttl, now);
-    let change = breaker::apply(&mut tx, &row, &decision, &actor, &settings, now, None)
-        .await
-        .with_context(|| format!("cannot disable {}", row.name))?;
-    tx.commit().await.with_context(|| format!("cannot disable {}", row.name))?;
-    let incident = change.as_ref().and_then(|c| c.incident_id.clone()).unwrap_or_default();
-    let version = change.as_ref().map_or(row.version, |c| c.version);
-    let until = match decision.next.disabled_until {
+    let incident = done.after.incident_id.clone().unwrap_or_default();
+    let until = match done.after.record.disabled_until {
         Some(until) => format!("until {}", format_rfc3339_millis(&until)),
         None => "latched until an enable".to_owned(),
     };
     println!(
-        "{}: {} -> open ({until}), version {version}, incident {incident}, by {actor}: {}",
-        row.name, row.record.state, args.reason
+        "{}: {} -> open ({until}), version {}, incident {incident}, by {actor}: {}",
+        done.before.name, done.before.record.state, done.after.version, args.reason
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -229,45 +222,20 @@ async fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
     let actor = actor(args.actor);
     let settings = args.identity.apply_settings(&config);
     let pool = args.database.connect().await?;
-    let mut tx = pool.begin().await?;
-    let row = locked(&mut tx, &args.name).await?;
-    if row.record.state == BreakerState::Closed {
-        println!("{} is already closed (V2 enabled); nothing changed", row.name);
+    let done = manual::enable(&pool, &args.name, &args.reason, &actor, &settings).await?;
+    if !done.changed {
+        println!("{} is already closed (V2 enabled); nothing changed", done.before.name);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = Utc::now();
-    let decision = manual_enable(&row.record, &args.reason);
-    let change = breaker::apply(&mut tx, &row, &decision, &actor, &settings, now, None)
-        .await
-        .with_context(|| format!("cannot enable {}", row.name))?;
-    tx.commit().await.with_context(|| format!("cannot enable {}", row.name))?;
-    let version = change.as_ref().map_or(row.version, |c| c.version);
-    let resolved = match &row.incident_id {
+    let resolved = match &done.before.incident_id {
         Some(id) => format!("incident {id} resolved"),
         None => "no open incident".to_owned(),
     };
     println!(
-        "{}: {} -> closed, version {version}, {resolved}, by {actor}: {}",
-        row.name, row.record.state, args.reason
+        "{}: {} -> closed, version {}, {resolved}, by {actor}: {}",
+        done.before.name, done.before.record.state, done.after.version, args.reason
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The breaker row, locked for this transaction, or an error naming the breakers that exist.
-async fn locked(tx: &mut sqlx::PgConnection, name: &str) -> anyhow::Result<BreakerRow> {
-    if let Some(row) = breaker::lock(tx, name).await.with_context(|| format!("cannot lock breaker {name}"))? {
-        return Ok(row);
-    }
-    let known: Vec<String> = breaker::list(tx).await?.into_iter().map(|row| row.name).collect();
-    anyhow::bail!("no breaker named `{name}`; known breakers: {}", known.join(", "))
-}
-
-/// Whether a disable would repeat what is in force: open, for the same reason, latched or with the same TTL.
-fn is_same_disable(row: &BreakerRow, reason: &str, ttl_seconds: u64) -> bool {
-    row.record.state == BreakerState::Open
-        && row.disabled_reason.as_deref() == Some(reason)
-        && row.record.ttl_seconds == ttl_seconds
-        && row.record.disabled_until.is_none() == (ttl_seconds == 0)
 }
 
 fn mode(ttl_seconds: u64) -> String {
@@ -304,6 +272,7 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::breaker::Breaker;
+    use crate::store::breaker::manual::is_same_disable;
 
     #[test]
     fn ttls_read_with_their_units() {

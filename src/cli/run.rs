@@ -67,6 +67,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let state =
         http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
             .context("cannot create the broker probe")?;
+    let tokens = http::ApiTokens::from_env().context("invalid API tokens")?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            "No API token is configured (COSTSIM_API_TOKENS or COSTSIM_API_TOKENS_FILE): the /costsim routes answer 503."
+        );
+    }
+    let (model_version, adapter_version) = http::ApiConfig::versions_from_env();
+    let state = state.with_api(http::ApiConfig {
+        tokens,
+        pool: pool.clone(),
+        breaker: args.pipeline.breaker.clone(),
+        engine: engine.clone(),
+        settings: apply.clone(),
+        model_version,
+        adapter_version,
+    });
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
     let drainer = match delivery {
         Some(delivery) => {

@@ -2,6 +2,7 @@
 //! in the caller's transaction.
 
 mod lifecycle;
+pub mod manual;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;

@@ -10,6 +10,7 @@ mod breaker_cli;
 mod cli;
 mod helpers;
 mod http;
+mod http_api;
 mod kafka_roundtrip;
 mod leader;
 mod metrics_refresh;

@@ -112,7 +112,9 @@ impl<'p> Batcher<'p> {
 
         let refs: Vec<&SimulationResult> = events.iter().collect();
         let inserted = provenance::insert(&mut tx, &refs, &origins).await?;
-        let horizon = self.lateness_horizon(&mut tx).await?;
+        let breaker = crate::store::breaker::get(&mut tx, &p.settings.breaker).await?;
+        let evaluated_at = breaker.and_then(|r| r.last_evaluated_at);
+        let horizon = evaluated_at.map(|at| self.lateness_horizon(at));
         let contributions = self.contributions(&events, &inserted, horizon);
         let source = buckets::Source { breaker: &p.settings.breaker, topic, partition };
         buckets::merge(&mut tx, source, &contributions).await?;
@@ -121,15 +123,15 @@ impl<'p> Batcher<'p> {
         let watermark = events.iter().map(|e| e.occurred_at).max().or(position.watermark);
         let next_offset = last.offset() + 1;
         offsets::save(&mut tx, group, topic, partition, offsets::Position { next_offset, watermark }).await?;
-        super::evaluate::closed_buckets(p, self.window, &mut tx).await?;
+        super::evaluate::closed_buckets(p, self.window, &mut tx, evaluated_at).await?;
         tx.commit().await?;
         Ok(Outcome::Committed { next_offset, records: fresh.len() })
     }
 
-    /// Buckets starting before this time can be in no future window, so events for them are too late.
-    async fn lateness_horizon(&self, tx: &mut sqlx::PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        let row = crate::store::breaker::get(tx, &self.pipeline.settings.breaker).await?;
-        Ok(row.and_then(|r| r.last_evaluated_at).map(|at| at + self.window.bucket() - self.window.length()))
+    /// Buckets starting before this time can be in no window judged after `evaluated_at`, so events for them are
+    /// too late.
+    fn lateness_horizon(&self, evaluated_at: DateTime<Utc>) -> DateTime<Utc> {
+        evaluated_at + self.window.bucket() - self.window.length()
     }
 
     /// Each newly inserted event's contribution to its bucket; duplicates and too-late events are counted only.

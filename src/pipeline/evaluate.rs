@@ -14,8 +14,14 @@ use crate::window::{WindowSpec, WindowSummary};
 /// judges only the most recent ones, whose windows are the only ones that can hold events.
 const MAX_EVALUATIONS: usize = 4096;
 
-/// Decides once for every bucket that closed since the last decision, oldest first.
-pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// Decides once for every bucket that closed since the last decision, oldest first. `seen_evaluated_at` is the
+/// breaker's last evaluation as the batch read it without a lock, to skip the lock when no bucket closed.
+pub async fn closed_buckets(
+    p: &Pipeline,
+    window: WindowSpec,
+    tx: &mut PgConnection,
+    seen_evaluated_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
     let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
     let marks = offsets::marks(tx, group, topic, p.settings.idle_partition_seconds).await?;
     let Some(merged) = offsets::merged_watermark(&marks) else { return Ok(()) };
@@ -23,10 +29,9 @@ pub async fn closed_buckets(p: &Pipeline, window: WindowSpec, tx: &mut PgConnect
     let closed_until = window.bucket_start(merged);
     let name = p.settings.breaker.as_str();
     let due = |last: Option<DateTime<Utc>>| last.is_none_or(|l| l < closed_until);
-    // Look without the lock first, so batches inside one bucket never wait for the breaker row.
-    match breaker::get(tx, name).await? {
-        Some(row) if due(row.last_evaluated_at) => {}
-        _ => return Ok(()),
+    // Batches inside one bucket never wait for the breaker row's lock.
+    if !due(seen_evaluated_at) {
+        return Ok(());
     }
     let Some(mut row) = breaker::lock(tx, name).await? else { return Ok(()) };
     if !due(row.last_evaluated_at) {

@@ -12,6 +12,8 @@ use crate::event::{Severity, format_rfc3339_millis};
 pub const DISABLED_ALERT: &str = "CostSimV2Disabled";
 /// Name of the alert the warning band fires (P2, no incident).
 pub const DRIFT_WARNING_ALERT: &str = "CostSimV2DriftWarning";
+/// Name of the alert a failed canary raises on its breaker (P2, no incident), until a later canary passes.
+pub const CANARY_ALERT: &str = "CostSimV2CanaryFailing";
 
 /// What names one incident's alert; every payload for the incident carries exactly these labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +154,60 @@ pub fn warning(
     }])
 }
 
+/// The label set of a breaker's failing-canary alert: one alert per breaker, whichever run raised it.
+pub fn canary_labels(breaker: &str, instance: &str) -> Value {
+    json!({
+        "alertname": CANARY_ALERT,
+        "severity": "p2",
+        "component": "costsim",
+        "circuit_breaker": breaker,
+        "instance": instance,
+    })
+}
+
+/// What a failed canary says, for people.
+#[derive(Debug, Clone)]
+pub struct CanaryText<'a> {
+    /// The run that failed.
+    pub run_id: &'a str,
+    /// Why it failed.
+    pub reasons: &'a [String],
+    /// Its KL divergence.
+    pub kl_divergence: Option<f64>,
+    /// Samples it judged.
+    pub total_samples: u64,
+    /// Where the runbook is.
+    pub runbook_url: &'a str,
+}
+
+/// The firing alert of a failed canary. Its `endsAt` is explicit (`ends_at`, past the next daily run): the next
+/// run either fails and sends it again, or passes and resolves it, so nothing has to re-send it in between.
+pub fn canary_failing(
+    breaker: &str,
+    instance: &str,
+    text: &CanaryText<'_>,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+) -> Value {
+    let kl = text.kl_divergence.map_or_else(|| "n/a".to_owned(), |kl| format!("{kl:.4}"));
+    let description = format!(
+        "Canary run {} failed over {} samples (KL divergence {kl}):\n- {}",
+        text.run_id,
+        text.total_samples,
+        text.reasons.join("\n- ")
+    );
+    json!([{
+        "labels": canary_labels(breaker, instance),
+        "annotations": {
+            "summary": format!("CostSim V2 canary failing on {breaker} (P2)"),
+            "description": description,
+            "runbook_url": text.runbook_url,
+        },
+        "startsAt": format_rfc3339_millis(&starts_at),
+        "endsAt": format_rfc3339_millis(&ends_at),
+    }])
+}
+
 /// The same alert, resolved at `at`: a firing payload with `endsAt` set, so Alertmanager closes that very alert.
 pub fn resolved(firing_payload: &Value, at: DateTime<Utc>) -> Value {
     with_end(firing_payload, at)
@@ -201,6 +257,24 @@ mod tests {
         assert_eq!(alert["startsAt"], "1970-01-01T00:00:00.000Z");
         assert!(alert.get("endsAt").is_none());
         assert!(alert["annotations"]["description"].as_str().unwrap().ends_with("manual reset required"));
+    }
+
+    #[test]
+    fn a_failing_canary_alert_names_the_run_and_its_reasons_and_ends_by_itself() {
+        let reasons = vec!["KL divergence 1.6094 > 0.2".to_owned()];
+        let text = CanaryText {
+            run_id: "abc123def456",
+            reasons: &reasons,
+            kl_divergence: Some(1.6094),
+            total_samples: 5,
+            runbook_url: "ops/runbooks/costsim-canary.md",
+        };
+        let end = DateTime::UNIX_EPOCH + chrono::TimeDelta::hours(26);
+        let payload = canary_failing("costsim_v2", "prod-eu", &text, DateTime::UNIX_EPOCH, end);
+        assert_eq!(payload[0]["labels"], canary_labels("costsim_v2", "prod-eu"));
+        assert_eq!(payload[0]["endsAt"], "1970-01-02T02:00:00.000Z");
+        let description = payload[0]["annotations"]["description"].as_str().unwrap();
+        assert!(description.contains("abc123def456") && description.contains("- KL divergence 1.6094 > 0.2"));
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod alerts;
 mod backfill;
 mod backtest;
 mod breaker;
+mod canary;
 mod migrate;
 mod produce;
 mod run;
@@ -41,6 +42,8 @@ pub enum Command {
     Backtest(backtest::BacktestArgs),
     /// Show the breakers, or switch V2 off or on by hand: `status`, `disable`, `enable`.
     Breaker(breaker::BreakerArgs),
+    /// Judge V2 now over a sample of recent provenance (`run`), or list the canary reports (`reports`).
+    Canary(canary::CanaryArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),
     /// Apply the database schema migrations.
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => backfill::run(args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::Breaker(args) => breaker::run(args).await,
+        Command::Canary(args) => canary::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,

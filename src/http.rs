@@ -7,7 +7,8 @@
 //!   body always carries the checks and every breaker's state (the probes and the pipeline's flags are described
 //!   on [`Health`]);
 //! - `GET /health/live`: liveness, 200 whenever the process serves HTTP at all.
-//! - `/costsim/v2/...`: the operator API behind bearer tokens (status, incidents, disable, reset), see [`ApiConfig`].
+//! - `/costsim/...`: the operator API behind bearer tokens (status, incidents, disable, reset, divergence, canary
+//!   reports and runs), see [`ApiConfig`].
 //!
 //! Guarantees: the router is built apart from the server ([`router`], [`serve`]), so tests bind port 0; handlers
 //! never block the async runtime; errors reach clients as [`ApiError`], where anything internal is a generic 500
@@ -15,6 +16,7 @@
 
 mod api;
 mod health;
+mod reports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use api::{ApiConfig, ApiTokens, BODY_LIMIT, Role, TokenConfigError};
+pub use api::{ApiConfig, ApiTokens, BODY_LIMIT, QUERY_LIMIT, Role, TokenConfigError, canary_runbook_url};
 pub use health::{Dependency, Health, PROBE_CACHE, describe_db_error};
 
 use crate::kafka::KafkaConfig;

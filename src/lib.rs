@@ -10,10 +10,14 @@ pub mod alertmanager;
 pub mod backtest;
 /// The breaker state machine: settings, the breaker's record, and `decide`, pure and clock-free.
 pub mod breaker;
+/// The canary's verdict on V2 over a sample of comparisons, and its daily schedule; pure.
+pub mod canary;
 /// The command line: one subcommand per job.
 pub mod cli;
 /// Avro single-object and JSON Lines encodings of the events, with typed decode errors.
 pub mod codec;
+/// KL divergence of V1 and V2 cost histograms and nearest-rank percentiles, shared by the canary and the report.
+pub mod divergence;
 /// The drift score of one V1/V2 comparison, its verdict band, and what an event adds to a window.
 pub mod drift;
 /// The event contracts: simulation results, breaker state changes, and their validity rules.
@@ -34,6 +38,8 @@ pub mod metrics;
 pub mod pipeline;
 /// The state-event relay: the outbox to the compacted state topic, at least once, in version order.
 pub mod relay;
+/// Canary runs against PostgreSQL (on demand and the daily leader job), with their metrics and signal.
+pub mod reports;
 /// PostgreSQL: connection pool and schema migrations.
 pub mod store;
 /// Logging setup.

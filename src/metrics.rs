@@ -7,7 +7,8 @@
 pub mod refresh;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric of the process, registered in its own registry.
@@ -35,6 +36,20 @@ pub struct Metrics {
     pub v2_drift_score: Histogram,
     /// Events by verdict band.
     pub v2_comparison_verdict_total: IntCounterVec,
+    /// Events by V2 status (`success`, `error`, `timeout`, `schema_error`).
+    pub v2_simulations_total: IntCounterVec,
+    /// V2's run time of each event that reports one, in milliseconds.
+    pub v2_simulation_duration_ms: Histogram,
+    /// |V2 − V1| cost of each event with both costs, in cents.
+    pub v2_cost_delta_cents: Histogram,
+    /// Canary runs made by this process, by status (`pass`, `fail`, `error`); each status starts at 0.
+    pub v2_canary_runs_total: IntCounterVec,
+    /// KL divergence of the newest canary run with one, by breaker (refreshed from PostgreSQL).
+    pub v2_kl_divergence: GaugeVec,
+    /// Whether the newest judging canary run failed, by breaker: 1 failing, 0 passing (refreshed).
+    pub v2_canary_failing: IntGaugeVec,
+    /// Unix time of the newest canary run, or of the breaker's creation before the first (refreshed).
+    pub v2_canary_last_run_timestamp_seconds: GaugeVec,
     /// Breaker state by breaker: 0 closed, 1 open, 2 half-open.
     pub v2_circuit_breaker_state: IntGaugeVec,
     /// Consumed records by what became of them: `inserted`, `duplicate`, `too_late`, `dead_letter`.
@@ -68,6 +83,11 @@ impl Metrics {
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let float_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry.register(Box::new(m.clone())).expect("unique metric");
             m
         };
@@ -133,6 +153,40 @@ impl Metrics {
                 "costsim_v2_comparison_verdict_total",
                 "Events by verdict band.",
                 &["verdict"],
+            ),
+            v2_simulations_total: counter_vec("costsim_v2_simulations_total", "Events by V2 status.", &["status"]),
+            v2_simulation_duration_ms: histogram(
+                "costsim_v2_simulation_duration_ms",
+                "V2 run time of each event, in milliseconds.",
+                vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+            ),
+            v2_cost_delta_cents: histogram(
+                "costsim_v2_cost_delta_cents",
+                "Absolute V2 - V1 cost of each event with both costs, in cents.",
+                vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            ),
+            v2_canary_runs_total: {
+                let m = counter_vec("costsim_v2_canary_runs_total", "Canary runs by status.", &["status"]);
+                // Present from the start, so increase() sees a process's first run and a rule can tell "none".
+                for status in ["pass", "fail", "error"] {
+                    m.with_label_values(&[status]);
+                }
+                m
+            },
+            v2_kl_divergence: float_gauge_vec(
+                "costsim_v2_kl_divergence",
+                "KL divergence of the newest canary run.",
+                &["breaker"],
+            ),
+            v2_canary_failing: gauge_vec(
+                "costsim_v2_canary_failing",
+                "Whether the newest judging canary run failed: 1 failing, 0 passing.",
+                &["breaker"],
+            ),
+            v2_canary_last_run_timestamp_seconds: float_gauge_vec(
+                "costsim_v2_canary_last_run_timestamp_seconds",
+                "Unix time of the newest canary run (of the breaker's creation before the first).",
+                &["breaker"],
             ),
             v2_circuit_breaker_state: gauge_vec(
                 "costsim_v2_circuit_breaker_state",

@@ -6,6 +6,8 @@ pub mod alerts;
 pub mod backlog;
 pub mod breaker;
 pub mod buckets;
+pub mod canary;
+pub mod divergence;
 pub mod offsets;
 pub mod outbox;
 pub mod provenance;

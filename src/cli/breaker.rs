@@ -246,7 +246,8 @@ fn mode(ttl_seconds: u64) -> String {
 }
 
 /// The operator's name: the flag, else `$USER`, else `operator`.
-fn actor(flag: Option<String>) -> String {
+/// The actor a command records: the flag, else `$USER`, else `operator`.
+pub(super) fn actor(flag: Option<String>) -> String {
     flag.or_else(|| std::env::var("USER").ok())
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())

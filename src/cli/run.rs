@@ -17,6 +17,7 @@ use crate::leader::{self, LeaderLock};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::relay::Relay;
+use crate::reports::{self, CanaryRequest, CanarySettings};
 use crate::store::{self, DatabaseConfig};
 use crate::timers;
 
@@ -35,6 +36,8 @@ pub struct RunArgs {
     alerts: AlertArgs,
     #[command(flatten)]
     http: HttpConfig,
+    #[command(flatten)]
+    canary: CanarySettings,
     #[command(flatten)]
     pipeline: PipelineSettings,
     #[command(flatten)]
@@ -82,7 +85,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         settings: apply.clone(),
         model_version,
         adapter_version,
+        canary: args.canary.clone(),
     });
+    let canary_request = CanaryRequest {
+        breaker: args.pipeline.breaker.clone(),
+        trigger: "schedule",
+        requested_by: None,
+        sample_count: args.canary.sample_count,
+        window_hours: args.canary.window_hours,
+        limits: args.canary.limits(),
+        instance: apply.instance.clone(),
+        runbook_url: http::canary_runbook_url(&apply.runbook_url),
+    };
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
     let drainer = match delivery {
         Some(delivery) => {
@@ -130,6 +144,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         spawn_leader_job(&mut tasks, leader(LeaderLock::AlertWorker), "alert drainer", move |job| {
             drainer.clone().run(job)
         });
+    }
+    if args.canary.enabled {
+        let (p, m, settings) = (pool.clone(), metrics.clone(), args.canary.clone());
+        spawn_leader_job(&mut tasks, leader(LeaderLock::Canary), "canary schedule", move |job| {
+            reports::run_schedule(p.clone(), settings.clone(), canary_request.clone(), m.clone(), job)
+        });
+    } else {
+        tracing::info!("The daily canary is off (COSTSIM_CANARY_ENABLED=false); POST /costsim/canary/run still works.");
     }
     spawn_leader_job(&mut tasks, leader(LeaderLock::Timers), "recovery timers", move |job| {
         timers::run(pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone(), job)

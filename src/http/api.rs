@@ -8,7 +8,9 @@
 //!
 //! Routes: `GET /costsim/v2/status` and `GET /costsim/v2/incidents` (read), `POST /costsim/v2/disable` and
 //! `POST /costsim/v2/reset` (admin), the last two through the same transactional path as `breaker disable|enable`
-//! ([`manual`]).
+//! ([`manual`]); the report routes of [`super::reports`]: `GET /costsim/divergence`, `GET /costsim/canary/reports`,
+//! `GET /costsim/canary/reports/{run_id}` (read) and `POST /costsim/canary/run` (write). Bodies are limited to
+//! [`BODY_LIMIT`] bytes (413) and query strings to [`QUERY_LIMIT`] (414).
 
 use std::sync::Arc;
 
@@ -32,6 +34,8 @@ use crate::store::breaker::{self, ApplySettings, BreakerRow};
 
 /// Largest request body the API reads.
 pub const BODY_LIMIT: usize = 16 * 1024;
+/// Longest query string the API reads, in bytes.
+pub const QUERY_LIMIT: usize = 2048;
 /// Longest TTL a disable may ask for: ten years, as the CLI.
 const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
 /// Longest reason accepted.
@@ -42,7 +46,7 @@ const MAX_REASON: usize = 1000;
 pub enum Role {
     /// Read the state and the incidents.
     Read,
-    /// Reserved for writes short of switching the breaker.
+    /// Run the canary (writes short of switching the breaker).
     Write,
     /// Disable and reset the breaker.
     Admin,
@@ -207,6 +211,8 @@ pub struct ApiConfig {
     pub model_version: String,
     /// `COSTSIM_ADAPTER_VERSION`, default 2.0.0.
     pub adapter_version: String,
+    /// The canary's sample size and limits, for `POST /costsim/canary/run`.
+    pub canary: crate::reports::CanarySettings,
 }
 
 impl ApiConfig {
@@ -215,6 +221,17 @@ impl ApiConfig {
         let read = |key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "2.0.0".into());
         (read("COSTSIM_MODEL_VERSION"), read("COSTSIM_ADAPTER_VERSION"))
     }
+
+    /// Where canary alerts point: the canary runbook beside the configured breaker runbook.
+    pub fn canary_runbook_url(&self) -> String {
+        canary_runbook_url(&self.settings.runbook_url)
+    }
+}
+
+/// The canary runbook next to a breaker runbook link (`…/costsim-circuit-breaker.md` → `…/costsim-canary.md`); a
+/// link of another shape is kept as it is.
+pub fn canary_runbook_url(breaker_runbook: &str) -> String {
+    breaker_runbook.replace("costsim-circuit-breaker", "costsim-canary")
 }
 
 /// The `/costsim` routes.
@@ -224,7 +241,22 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/costsim/v2/incidents", get(incidents))
         .route("/costsim/v2/disable", post(disable))
         .route("/costsim/v2/reset", post(reset))
+        .merge(super::reports::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(limit_query))
+}
+
+/// Refuses a query string longer than [`QUERY_LIMIT`] before any handler parses it.
+async fn limit_query(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match request.uri().query() {
+        Some(query) if query.len() > QUERY_LIMIT => Failure::new(
+            StatusCode::URI_TOO_LONG,
+            "query_too_long",
+            format!("the query string must be at most {QUERY_LIMIT} bytes"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// An API error: status, stable code, message.
@@ -236,15 +268,21 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
         Failure { status, code, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> Failure {
+    pub(super) fn bad_request(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    fn internal(err: impl std::fmt::Display) -> Failure {
+    /// What the client is told.
+    #[cfg(test)]
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(super) fn internal(err: impl std::fmt::Display) -> Failure {
         tracing::error!(error = %err, "API request failed.");
         Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
@@ -286,7 +324,17 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn require(&self, role: Role) -> Result<(), Failure> {
+    /// The API's configuration.
+    pub(super) fn api(&self) -> &ApiConfig {
+        &self.api
+    }
+
+    /// The token's name: the actor of what the caller does.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn require(&self, role: Role) -> Result<(), Failure> {
         if self.role >= role {
             return Ok(());
         }
@@ -353,7 +401,25 @@ async fn status(caller: Caller) -> Result<Json<Value>, Failure> {
     let row = breaker::get(&mut conn, &api.breaker).await.map_err(Failure::internal)?.ok_or_else(|| {
         Failure::new(StatusCode::NOT_FOUND, "no_breaker", format!("no breaker named `{}`", api.breaker))
     })?;
-    Ok(Json(status_of(api, &row)))
+    let mut body = status_of(api, &row);
+    // The window the latest decision judged: p95 and counts as the breaker saw them.
+    body["window"] = match row.last_evaluated_at {
+        Some(end) => {
+            let start = end - api.engine.window();
+            let buckets =
+                crate::store::buckets::load(&mut conn, &api.breaker, start, end).await.map_err(Failure::internal)?;
+            json!(crate::window::WindowSummary::of_buckets(start, end, buckets.iter().map(|(at, b)| (*at, b))))
+        }
+        None => Value::Null,
+    };
+    let canary = crate::store::canary::signal_of(&mut conn, &api.breaker).await.map_err(Failure::internal)?;
+    body["canary"] = match canary {
+        Some((failing, run_id, checked_at)) => {
+            json!({ "failing": failing, "run_id": run_id, "checked_at": checked_at })
+        }
+        None => Value::Null,
+    };
+    Ok(Json(body))
 }
 
 /// The query of `GET /costsim/v2/incidents`.

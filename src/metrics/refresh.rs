@@ -1,5 +1,6 @@
 //! The gauges that describe shared state, re-read from PostgreSQL every few seconds: breaker state and consecutive
-//! failures per breaker, the pending alert count, and the state-event outbox's backlog and lag.
+//! failures per breaker, the canary's verdict, KL divergence and last run per breaker, the pending alert count,
+//! and the state-event outbox's backlog and lag.
 //!
 //! Guarantees: every replica reports the database's truth (not what it alone decided, unlike the older system's
 //! per-process gauges, `domain.md` §11.32), at most [`REFRESH_INTERVAL`] late while PostgreSQL answers. One refresh
@@ -36,11 +37,21 @@ pub async fn refresh_once(pool: &PgPool, metrics: &Metrics) -> Result<(), sqlx::
     let breakers = store::breaker::list(&mut tx).await?;
     let pending_alerts = store::backlog::pending_alerts(&mut tx).await?;
     let outbox = store::backlog::outbox(&mut tx).await?;
+    let canaries = store::canary::gauges(&mut tx).await?;
     tx.commit().await?;
 
     for row in &breakers {
         metrics.v2_circuit_breaker_state.with_label_values(&[&row.name]).set(state_gauge_value(row.record.state));
         metrics.cb_consecutive_failures.with_label_values(&[&row.name]).set(i64::from(row.record.consecutive_failures));
+    }
+    for canary in &canaries {
+        let breaker = [canary.breaker.as_str()];
+        metrics.v2_canary_failing.with_label_values(&breaker).set(i64::from(canary.failing));
+        let at = canary.last_run_or_created.timestamp_millis() as f64 / 1000.0;
+        metrics.v2_canary_last_run_timestamp_seconds.with_label_values(&breaker).set(at);
+        if let Some(kl) = canary.kl_divergence {
+            metrics.v2_kl_divergence.with_label_values(&breaker).set(kl);
+        }
     }
     metrics.cb_alert_queue_depth.set(pending_alerts);
     metrics.outbox_pending_events.set(outbox.pending);

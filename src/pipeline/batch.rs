@@ -154,6 +154,7 @@ impl<'p> Batcher<'p> {
                 metrics.events_total.with_label_values(&["too_late"]).inc();
                 continue;
             }
+            observe_event(metrics, event);
             let observation = Observation::of(event);
             if let Observation::Drift(score) = observation {
                 metrics.v2_drift_score.observe(score);
@@ -198,5 +199,17 @@ impl<'p> Batcher<'p> {
         }
         p.metrics.events_total.with_label_values(&["dead_letter"]).inc_by(counts.ok);
         Ok(())
+    }
+}
+
+/// The per-event metrics the older system declared and never recorded (`domain.md` §8.1): V2 status, V2 run time
+/// and |V2 − V1| cost.
+fn observe_event(metrics: &crate::metrics::Metrics, event: &SimulationResult) {
+    metrics.v2_simulations_total.with_label_values(&[event.v2_status.as_str()]).inc();
+    if let Some(ms) = event.v2_duration_ms {
+        metrics.v2_simulation_duration_ms.observe(ms as f64);
+    }
+    if let Some(v2) = event.v2_cost_cents {
+        metrics.v2_cost_delta_cents.observe(v2.abs_diff(event.v1_cost_cents) as f64);
     }
 }

@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::fresh_kafka;
 
-const READER: &str = "read-secret";
-const WRITER: &str = "write-secret";
-const ADMIN: &str = "admin-secret";
+pub const READER: &str = "read-secret";
+pub const WRITER: &str = "write-secret";
+pub const ADMIN: &str = "admin-secret";
 
-struct Server {
+/// The API on port 0 over a test's database, stopped when dropped.
+pub struct Server {
     addr: SocketAddr,
     cancel: CancellationToken,
     client: reqwest::Client,
@@ -33,7 +34,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(pool: PgPool, tokens: &str) -> Server {
+    /// Serves the API with these `name:role:token` entries.
+    pub async fn start(pool: PgPool, tokens: &str) -> Server {
         let state = AppState::new(Metrics::new(), Health::new(), pool.clone(), &fresh_kafka(), Duration::from_secs(1))
             .unwrap()
             .with_api(ApiConfig {
@@ -48,6 +50,7 @@ impl Server {
                 },
                 model_version: "2.0.0".into(),
                 adapter_version: "2.0.0".into(),
+                canary: costsim_breaker::reports::CanarySettings::from_env().unwrap(),
             });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -56,7 +59,8 @@ impl Server {
         Server { addr, cancel, client: reqwest::Client::new() }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    /// One request; returns the status and the JSON body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let mut request = self.client.request(method, format!("http://{}{path}", self.addr));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -74,11 +78,13 @@ impl Server {
     }
 }
 
-fn tokens() -> String {
+/// A reader, a writer and an admin.
+pub fn tokens() -> String {
     format!("reader:read:{READER},writer:write:{WRITER},root:admin:{ADMIN}")
 }
 
-fn assert_error(body: &Value, code: &str) {
+/// Asserts the stable error shape with this code.
+pub fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body:#}");
     assert!(body["error"]["message"].is_string(), "{body:#}");
 }
@@ -87,29 +93,37 @@ fn assert_error(body: &Value, code: &str) {
 async fn every_route_answers_401_without_or_with_an_unknown_token_and_403_below_its_role(pool: PgPool) {
     let server = Server::start(pool, &tokens()).await;
     let routes = [
-        (Method::GET, "/costsim/v2/status", None, READER),
-        (Method::GET, "/costsim/v2/incidents", None, READER),
-        (Method::POST, "/costsim/v2/disable", Some(json!({"reason": "x", "latched": true})), ADMIN),
-        (Method::POST, "/costsim/v2/reset?reason=x", None, ADMIN),
+        (Method::GET, "/costsim/v2/status", None, READER, 200),
+        (Method::GET, "/costsim/v2/incidents", None, READER, 200),
+        (Method::GET, "/costsim/divergence", None, READER, 200),
+        (Method::GET, "/costsim/canary/reports", None, READER, 200),
+        (Method::POST, "/costsim/canary/run", None, WRITER, 201),
+        (Method::POST, "/costsim/v2/disable", Some(json!({"reason": "x", "latched": true})), ADMIN, 200),
+        (Method::POST, "/costsim/v2/reset?reason=x", None, ADMIN, 200),
     ];
-    for (method, path, body, allowed) in routes {
+    for (method, path, body, allowed, ok) in routes {
         let (status, reply) = server.call(method.clone(), path, None, body.clone()).await;
         assert_eq!(status, 401, "{path}");
         assert_error(&reply, "unauthorized");
         let (status, reply) = server.call(method.clone(), path, Some("wrong"), body.clone()).await;
         assert_eq!(status, 401, "{path}");
         assert_error(&reply, "unauthorized");
-        if allowed == ADMIN {
-            for low in [READER, WRITER] {
+        let below: &[&str] = match allowed {
+            ADMIN => &[READER, WRITER],
+            WRITER => &[READER],
+            _ => &[],
+        };
+        {
+            for &low in below {
                 let (status, reply) = server.call(method.clone(), path, Some(low), body.clone()).await;
                 assert_eq!(status, 403, "{path}");
                 assert_error(&reply, "forbidden");
             }
         }
         let (status, reply) = server.call(method.clone(), path, Some(allowed), body.clone()).await;
-        assert_eq!(status, 200, "{path}: {reply:#}");
+        assert_eq!(status, ok, "{path}: {reply:#}");
         let (status, _) = server.call(method, path, Some(ADMIN), body).await;
-        assert_eq!(status, 200, "admin may do everything: {path}");
+        assert_eq!(status, ok, "admin may do everything: {path}");
     }
 }
 

@@ -18,5 +18,6 @@ mod migrations;
 mod pipeline;
 mod proxy;
 mod relay;
+mod reports;
 mod timers;
 mod view;

@@ -154,6 +154,14 @@ impl Endpoint {
     pub fn url(&self) -> &Url {
         &self.0
     }
+
+    /// Alertmanager's readiness URL (`{base}/-/ready`) on the same base, for `/health`.
+    pub fn ready_url(&self) -> Url {
+        let mut url = self.0.clone();
+        let base = url.path().strip_suffix(ALERTS_PATH).unwrap_or("").to_owned();
+        url.set_path(&format!("{base}/-/ready"));
+        url
+    }
 }
 
 /// The endpoint with any password hidden, for logs.
@@ -274,6 +282,13 @@ mod tests {
             assert_eq!(endpoint(url), "http://am:9093/api/v2/alerts", "{url}");
         }
         assert_eq!(endpoint("https://ops.example/alertmanager/"), "https://ops.example/alertmanager/api/v2/alerts");
+    }
+
+    #[test]
+    fn the_readiness_url_sits_on_the_same_base() {
+        let ready = |url: &str| Endpoint::parse(url).unwrap().ready_url().to_string();
+        assert_eq!(ready("http://am:9093/api/v2/alerts"), "http://am:9093/-/ready");
+        assert_eq!(ready("https://ops.example/alertmanager/"), "https://ops.example/alertmanager/-/ready");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - `GET /metrics`: the Prometheus text exposition of every metric of the process;
 //! - `GET /health`: readiness, 200 with `"status":"ready"` when PostgreSQL and the broker answer and the pipeline
 //!   reports no dependency down, otherwise 503 with `"status":"not_ready"` and each failing check's reason; the
-//!   body always carries the checks and every breaker's state (the probes and the pipeline's flags are described
-//!   on [`Health`]);
+//!   body always carries the checks (also Alertmanager's reachability, which does not decide readiness) and every
+//!   breaker's state (the probes and the pipeline's flags are described on [`Health`]);
 //! - `GET /health/live`: liveness, 200 whenever the process serves HTTP at all.
 //! - `/costsim/...`: the operator API behind bearer tokens (status, incidents, disable, reset, divergence, canary
 //!   reports and runs), see [`ApiConfig`].
@@ -79,6 +79,13 @@ impl AppState {
     ) -> Result<AppState, KafkaError> {
         let probes = health::Probes::new(pool, kafka, probe_timeout)?;
         Ok(AppState { metrics, health, probes: Arc::new(probes), api: None })
+    }
+
+    /// Also reports Alertmanager's readiness (`GET {base}/-/ready`) in `/health`, without letting it decide
+    /// readiness.
+    pub fn with_alertmanager(self, ready_url: url::Url) -> Result<AppState, reqwest::Error> {
+        self.probes.set_alertmanager(ready_url)?;
+        Ok(self)
     }
 
     /// Serves the `/costsim` API with this configuration; without it (or with no token) those routes answer 503.

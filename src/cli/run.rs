@@ -70,6 +70,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let state =
         http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
             .context("cannot create the broker probe")?;
+    let state = match &delivery {
+        Some(delivery) => {
+            state.with_alertmanager(delivery.endpoint.ready_url()).context("cannot create the Alertmanager probe")?
+        }
+        None => state,
+    };
     let tokens = http::ApiTokens::from_env().context("invalid API tokens")?;
     if tokens.is_empty() {
         tracing::warn!(

@@ -5,7 +5,10 @@
 //! - PostgreSQL: a connection from the pool answers `SELECT 1` and the breaker rows can be read, within the probe
 //!   timeout;
 //! - Kafka: the broker answers a metadata request within the probe timeout. rdkafka's call blocks, so it runs on
-//!   tokio's blocking pool, never on the async runtime.
+//!   tokio's blocking pool, never on the async runtime;
+//! - Alertmanager (when alert delivery is on): `GET {base}/-/ready` answers 2xx within the probe timeout. It is
+//!   reported but does not decide readiness: alerts wait in the outbox while Alertmanager is away, and the
+//!   processor's work does not depend on it. With delivery off the check says `disabled`.
 //!
 //! Each probe runs at most once at a time and its result is reused for [`PROBE_CACHE`], so a burst of health
 //! requests costs one query and one metadata request, and can never take the pipeline's pool connections away.
@@ -144,12 +147,12 @@ struct Probed<T> {
 /// A tokio mutex because it is held across the probe's await on purpose: concurrent requests wait for the probe
 /// in flight and share its result instead of starting their own.
 struct Cached<T> {
-    dependency: Dependency,
+    dependency: &'static str,
     slot: tokio::sync::Mutex<Option<(Instant, Probed<T>)>>,
 }
 
 impl<T: Clone> Cached<T> {
-    fn new(dependency: Dependency) -> Self {
+    fn new(dependency: &'static str) -> Self {
         Cached { dependency, slot: tokio::sync::Mutex::new(None) }
     }
 
@@ -162,7 +165,7 @@ impl<T: Clone> Cached<T> {
         let outcome = probe().await;
         let probed = Probed { outcome, latency: started.elapsed() };
         let was_up = slot.as_ref().map(|(_, p)| p.outcome.is_ok());
-        let dependency = self.dependency.as_str();
+        let dependency = self.dependency;
         match (&probed.outcome, was_up) {
             (Err(failure), None | Some(true)) => {
                 tracing::warn!(dependency, error = %failure.detail, "Readiness probe failed.");
@@ -183,6 +186,9 @@ pub(super) struct Probes {
     timeout: Duration,
     postgres_cache: Cached<Vec<BreakerRow>>,
     kafka_cache: Cached<()>,
+    /// Alertmanager's readiness URL and a client, when alert delivery is on.
+    alertmanager: std::sync::OnceLock<(reqwest::Client, reqwest::Url)>,
+    alertmanager_cache: Cached<()>,
 }
 
 impl Probes {
@@ -194,9 +200,23 @@ impl Probes {
             kafka: Arc::new(kafka.metadata_client()?),
             topic: kafka.results_topic.clone(),
             timeout,
-            postgres_cache: Cached::new(Dependency::Postgres),
-            kafka_cache: Cached::new(Dependency::Kafka),
+            postgres_cache: Cached::new(Dependency::Postgres.as_str()),
+            kafka_cache: Cached::new(Dependency::Kafka.as_str()),
+            alertmanager: std::sync::OnceLock::new(),
+            alertmanager_cache: Cached::new(ALERTMANAGER),
         })
+    }
+
+    /// Also probes Alertmanager at this readiness URL; the first URL set stays.
+    pub(super) fn set_alertmanager(&self, ready_url: reqwest::Url) -> Result<(), reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(self.timeout).build()?;
+        let _ = self.alertmanager.set((client, ready_url));
+        Ok(())
+    }
+
+    async fn alertmanager(&self) -> Option<Probed<()>> {
+        let (client, url) = self.alertmanager.get()?;
+        Some(self.alertmanager_cache.get(|| probe_alertmanager(client, url)).await)
     }
 
     async fn postgres(&self) -> Probed<Vec<BreakerRow>> {
@@ -247,6 +267,25 @@ async fn probe_kafka(client: Arc<BaseConsumer>, topic: String, timeout: Duration
     }
 }
 
+/// The name of the Alertmanager check.
+const ALERTMANAGER: &str = "alertmanager";
+
+async fn probe_alertmanager(client: &reqwest::Client, url: &reqwest::Url) -> Result<(), Failure> {
+    match client.get(url.clone()).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => {
+            let reason = format!("Alertmanager is not ready (HTTP {})", response.status().as_u16());
+            Err(Failure { detail: reason.clone(), reason })
+        }
+        Err(err) if err.is_timeout() => {
+            Err(Failure { reason: "Alertmanager did not answer in time".to_owned(), detail: err.to_string() })
+        }
+        Err(err) => {
+            Err(Failure { reason: "cannot reach Alertmanager".to_owned(), detail: err.without_url().to_string() })
+        }
+    }
+}
+
 /// The body of `/health`.
 #[derive(Debug, Serialize)]
 pub(super) struct HealthReport {
@@ -266,6 +305,8 @@ impl HealthReport {
 #[derive(Debug, Serialize)]
 struct Check {
     status: &'static str,
+    /// Whether this check decides readiness (Alertmanager's does not).
+    required: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,6 +352,11 @@ pub(super) async fn report(probes: &Probes, health: &Health) -> HealthReport {
     checks.insert(Dependency::Postgres.as_str(), check(&postgres, health.report(Dependency::Postgres)));
     checks.insert(Dependency::Kafka.as_str(), check(&kafka, health.report(Dependency::Kafka)));
     let ready = checks.values().all(|c| c.status == "up");
+    let alertmanager = match probes.alertmanager().await {
+        Some(probed) => Check { required: false, ..check(&probed, None) },
+        None => Check { status: "disabled", required: false, latency_ms: None, reason: None, since: None },
+    };
+    checks.insert(ALERTMANAGER, alertmanager);
     HealthReport { status: if ready { "ready" } else { "not_ready" }, checks, breakers }
 }
 
@@ -324,6 +370,7 @@ fn check(probed: &Probed<()>, reported: Option<Report>) -> Check {
     }
     Check {
         status: if reasons.is_empty() { "up" } else { "down" },
+        required: true,
         latency_ms: Some(probed.latency.as_millis() as u64),
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
         since: reported.map(|r| format_rfc3339_millis(&r.since)),

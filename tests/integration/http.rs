@@ -208,3 +208,29 @@ async fn an_unknown_path_is_a_404_and_serve_returns_once_cancelled(pool: PgPool)
     let result = tokio::time::timeout(DEADLINE, &mut server.task).await.expect("serve returned after cancel").unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+#[sqlx::test]
+async fn health_reports_alertmanager_without_letting_it_decide_readiness(pool: PgPool) {
+    let kafka = fresh_kafka();
+    let off = Server::start(state(pool.clone(), &kafka, &Health::new())).await;
+    let (_, body) = off.get_json("/health").await;
+    assert_eq!(body["checks"]["alertmanager"]["status"], "disabled", "{body:#}");
+
+    let url = std::env::var("ALERTMANAGER_URL").expect("ALERTMANAGER_URL is set (scripts/stack env)");
+    let endpoint = costsim_breaker::alertmanager::Endpoint::parse(&url).unwrap();
+    let up =
+        Server::start(state(pool.clone(), &kafka, &Health::new()).with_alertmanager(endpoint.ready_url()).unwrap())
+            .await;
+    let (status, body) = up.get_json("/health").await;
+    assert_eq!((status, body["checks"]["alertmanager"]["status"].as_str()), (200, Some("up")), "{body:#}");
+    assert_eq!(body["checks"]["alertmanager"]["required"], false);
+
+    // Nothing listens on a port we just released: Alertmanager is down, the process stays ready.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let gone = costsim_breaker::alertmanager::Endpoint::parse(&format!("http://{closed}")).unwrap();
+    let down = Server::start(state(pool, &kafka, &Health::new()).with_alertmanager(gone.ready_url()).unwrap()).await;
+    let (status, body) = down.get_json("/health").await;
+    assert_eq!(body["checks"]["alertmanager"]["status"], "down", "{body:#}");
+    assert_eq!(body["checks"]["alertmanager"]["reason"], "cannot reach Alertmanager");
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+}

@@ -244,3 +244,94 @@ async fn bad_queries_and_bodies_are_400_with_the_error_shape(pool: PgPool) {
     assert_eq!(status, 413, "{reply:#}");
     assert_error(&reply, "payload_too_large");
 }
+
+/// Starts `run` with these extra variables and returns it with the address its listener bound.
+async fn run_with(
+    pool: &PgPool,
+    kafka: &costsim_breaker::kafka::KafkaConfig,
+    vars: &[(&str, &str)],
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = crate::helpers::command(kafka);
+    cmd.args(["run", "--alerts", "off"])
+        .env("DATABASE_URL", crate::pipeline::database_url(pool).await)
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env("COSTSIM_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("COSTSIM_API_TOKENS")
+        .env_remove("COSTSIM_API_TOKENS_FILE")
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in vars {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().expect("run starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(crate::helpers::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(addr) = log["fields"]["addr"].as_str() {
+                return addr.parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("run exited before it listened");
+    })
+    .await
+    .expect("run listens in time");
+    // Keep draining its log so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+#[sqlx::test]
+async fn run_reads_its_tokens_from_the_file_or_the_environment(pool: PgPool) {
+    let kafka = fresh_kafka();
+    let file = std::env::temp_dir().join(format!("costsim-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&file, "# operators\nops:admin:file-admin-secret\n\nviewer:read:file-read-secret\n").unwrap();
+    let (child, addr) = run_with(&pool, &kafka, &[("COSTSIM_API_TOKENS_FILE", file.to_str().unwrap())]).await;
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str, token: &str| {
+        client.request(method, format!("http://{addr}{path}")).bearer_auth(token).send()
+    };
+    assert_eq!(call(Method::GET, "/costsim/v2/status", "file-read-secret").await.unwrap().status(), 200);
+    assert_eq!(call(Method::POST, "/costsim/v2/reset?reason=x", "file-read-secret").await.unwrap().status(), 403);
+    assert_eq!(call(Method::POST, "/costsim/v2/reset?reason=x", "file-admin-secret").await.unwrap().status(), 200);
+    drop(child);
+    std::fs::remove_file(&file).unwrap();
+
+    let (_child, addr) = run_with(&pool, &kafka, &[("COSTSIM_API_TOKENS", "bot:write:env-write-secret")]).await;
+    let post =
+        |path: &str, token: &str| client.post(format!("http://{addr}{path}")).bearer_auth(token.to_owned()).send();
+    let response = post("/costsim/canary/run", "env-write-secret").await.unwrap();
+    assert_eq!(response.status(), 201);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!((report["trigger"].as_str(), report["requested_by"].as_str()), (Some("api"), Some("bot")));
+    assert_eq!(post("/costsim/canary/run", "file-admin-secret").await.unwrap().status(), 401, "the old file is gone");
+}
+
+#[sqlx::test]
+async fn run_refuses_to_start_with_an_unreadable_token_file_or_a_bad_entry(pool: PgPool) {
+    let kafka = fresh_kafka();
+    for (key, value, expected) in [
+        (
+            "COSTSIM_API_TOKENS_FILE",
+            "/nonexistent/costsim-tokens",
+            "cannot read the API token file /nonexistent/costsim-tokens",
+        ),
+        ("COSTSIM_API_TOKENS", "alice:root:topsecret", "unknown role `root`"),
+    ] {
+        let output = crate::helpers::command(&kafka)
+            .args(["run", "--alerts", "off"])
+            .env("DATABASE_URL", crate::pipeline::database_url(&pool).await)
+            .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+            .env_remove("COSTSIM_API_TOKENS")
+            .env_remove("COSTSIM_API_TOKENS_FILE")
+            .env(key, value)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{key}={value} must stop run");
+        assert!(stderr.contains(expected), "{key}: {stderr}");
+        assert!(!stderr.contains("topsecret"), "a token never reaches the log: {stderr}");
+    }
+}

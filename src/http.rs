@@ -33,7 +33,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use api::{ApiConfig, ApiTokens, BODY_LIMIT, QUERY_LIMIT, Role, TokenConfigError, canary_runbook_url};
+pub use api::{ApiConfig, ApiTokens, BODY_LIMIT, QUERY_LIMIT, Role, TokenConfigError};
 pub use health::{Dependency, Health, PROBE_CACHE, describe_db_error};
 
 use crate::kafka::KafkaConfig;

@@ -68,6 +68,28 @@ impl CanarySettings {
         Only::try_parse_from(["costsim-breaker"]).map(|only| only.settings)
     }
 
+    /// A run with these settings for `breaker`, asked by `trigger` (and `requested_by`); its alert carries
+    /// `instance` and points to the canary runbook beside `breaker_runbook_url`.
+    pub fn request(
+        &self,
+        breaker: &str,
+        trigger: &'static str,
+        requested_by: Option<String>,
+        instance: &str,
+        breaker_runbook_url: &str,
+    ) -> CanaryRequest {
+        CanaryRequest {
+            breaker: breaker.to_owned(),
+            trigger,
+            requested_by,
+            sample_count: self.sample_count,
+            window_hours: self.window_hours,
+            limits: self.limits(),
+            instance: instance.to_owned(),
+            runbook_url: canary_runbook_url(breaker_runbook_url),
+        }
+    }
+
     /// The limits runs are judged by.
     pub fn limits(&self) -> CanaryLimits {
         CanaryLimits {
@@ -77,6 +99,12 @@ impl CanarySettings {
             major_max_pct: self.major_max_pct,
         }
     }
+}
+
+/// The canary runbook next to a breaker runbook link (`…/costsim-circuit-breaker.md` → `…/costsim-canary.md`); a
+/// link of another shape is kept as it is.
+fn canary_runbook_url(breaker_runbook: &str) -> String {
+    breaker_runbook.replace("costsim-circuit-breaker", "costsim-canary")
 }
 
 fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {

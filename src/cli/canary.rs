@@ -6,9 +6,8 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::canary::CanaryStatus;
-use crate::http::canary_runbook_url;
 use crate::identity::IdentityArgs;
-use crate::reports::{self, CanaryRequest, CanarySettings};
+use crate::reports::{self, CanarySettings};
 use crate::store::DatabaseConfig;
 use crate::store::canary::{self as stored, Report, ReportFilter};
 
@@ -78,16 +77,8 @@ async fn run_now(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pool = args.database.connect().await?;
     crate::store::migrate(&pool).await?;
     let actor = super::breaker::actor(args.actor);
-    let request = CanaryRequest {
-        breaker: args.breaker,
-        trigger: "cli",
-        requested_by: Some(actor),
-        sample_count: args.canary.sample_count,
-        window_hours: args.canary.window_hours,
-        limits: args.canary.limits(),
-        runbook_url: canary_runbook_url(&args.identity.runbook_url),
-        instance: args.identity.instance(),
-    };
+    let request =
+        args.canary.request(&args.breaker, "cli", Some(actor), &args.identity.instance(), &args.identity.runbook_url);
     let (report, signal) = reports::run_canary(&pool, &request, None, Utc::now()).await?;
     if args.json {
         let mut body = serde_json::to_value(&report)?;

@@ -17,7 +17,7 @@ use crate::leader::{self, LeaderLock};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::relay::Relay;
-use crate::reports::{self, CanaryRequest, CanarySettings};
+use crate::reports::{self, CanarySettings};
 use crate::store::{self, DatabaseConfig};
 use crate::timers;
 
@@ -93,16 +93,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         adapter_version,
         canary: args.canary.clone(),
     });
-    let canary_request = CanaryRequest {
-        breaker: args.pipeline.breaker.clone(),
-        trigger: "schedule",
-        requested_by: None,
-        sample_count: args.canary.sample_count,
-        window_hours: args.canary.window_hours,
-        limits: args.canary.limits(),
-        instance: apply.instance.clone(),
-        runbook_url: http::canary_runbook_url(&apply.runbook_url),
-    };
+    let canary_request =
+        args.canary.request(&args.pipeline.breaker, "schedule", None, &apply.instance, &apply.runbook_url);
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
     let drainer = match delivery {
         Some(delivery) => {

@@ -221,17 +221,6 @@ impl ApiConfig {
         let read = |key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "2.0.0".into());
         (read("COSTSIM_MODEL_VERSION"), read("COSTSIM_ADAPTER_VERSION"))
     }
-
-    /// Where canary alerts point: the canary runbook beside the configured breaker runbook.
-    pub fn canary_runbook_url(&self) -> String {
-        canary_runbook_url(&self.settings.runbook_url)
-    }
-}
-
-/// The canary runbook next to a breaker runbook link (`…/costsim-circuit-breaker.md` → `…/costsim-canary.md`); a
-/// link of another shape is kept as it is.
-pub fn canary_runbook_url(breaker_runbook: &str) -> String {
-    breaker_runbook.replace("costsim-circuit-breaker", "costsim-canary")
 }
 
 /// The `/costsim` routes.

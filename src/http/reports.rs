@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{Caller, Failure, Role};
 use crate::canary::CanaryStatus;
-use crate::reports::{self, CanaryRequest};
+use crate::reports;
 use crate::store::canary::{self as stored, ReportFilter};
 use crate::store::divergence::{self, DivergenceQuery};
 
@@ -186,19 +186,11 @@ async fn canary_run(
         return Err(Failure::bad_request("window_hours must be between 1 and 2160"));
     }
     let api = caller.api();
-    let settings = &api.canary;
-    let mut limits = settings.limits();
-    limits.kl_threshold = params.drift_threshold.unwrap_or(limits.kl_threshold);
-    let request = CanaryRequest {
-        breaker: api.breaker.clone(),
-        trigger: "api",
-        requested_by: Some(caller.name().to_owned()),
-        sample_count: params.sample_count.unwrap_or(settings.sample_count),
-        window_hours: params.window_hours.unwrap_or(settings.window_hours),
-        limits,
-        instance: api.settings.instance.clone(),
-        runbook_url: api.canary_runbook_url(),
-    };
+    let by = Some(caller.name().to_owned());
+    let mut request = api.canary.request(&api.breaker, "api", by, &api.settings.instance, &api.settings.runbook_url);
+    request.sample_count = params.sample_count.unwrap_or(request.sample_count);
+    request.window_hours = params.window_hours.unwrap_or(request.window_hours);
+    request.limits.kl_threshold = params.drift_threshold.unwrap_or(request.limits.kl_threshold);
     let (report, signal) =
         reports::run_canary(&api.pool, &request, Some(&state.metrics), Utc::now()).await.map_err(Failure::internal)?;
     let mut body = serde_json::to_value(report).map_err(Failure::internal)?;

@@ -115,3 +115,20 @@ async fn produce_without_input_or_generate_explains_what_is_missing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--input"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn a_reporting_command_whose_reader_goes_away_ends_quietly_instead_of_panicking() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = command(&fresh_kafka())
+        .args(["backtest", "--input", "examples/drift-spike.jsonl", "--set", "disable_ttl_seconds=300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line is written (as `| head -1` after its line, at any time).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}

@@ -229,3 +229,23 @@ async fn the_schedule_makes_up_a_missed_daily_run_at_once_and_counts_it(pool: Pg
     assert!(text.contains("costsim_v2_kl_divergence{breaker=\"costsim_v2\"} 0"), "{text}");
     assert!(text.contains("costsim_v2_canary_failing{breaker=\"costsim_v2\"} 0"), "{text}");
 }
+
+#[sqlx::test]
+async fn canary_reports_carry_the_known_kl_of_each_reference_vector(pool: PgPool) {
+    let mut request = request();
+    request.limits.kl_threshold = 2.0; // judge the KL alone, not the verdict
+    for (pairs, kl) in [(&EQUAL[..], 0.0), (&LN5[..], 1.6094), (&LN3[..], 1.0986)] {
+        sqlx::query("DELETE FROM costsim_provenance").execute(&pool).await.unwrap();
+        seed(&pool, "t", pairs, Utc::now() - TimeDelta::minutes(10)).await;
+        let (report, _) = reports::run_canary(&pool, &request, None, Utc::now()).await.unwrap();
+        assert_eq!(report.evaluation.kl_divergence, Some(kl), "{pairs:?}");
+        assert_eq!(report.evaluation.total_samples, pairs.len() as u64);
+        let stored: Option<f64> =
+            sqlx::query_scalar("SELECT kl_divergence FROM costsim_canary_reports WHERE run_id = $1")
+                .bind(&report.run_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, Some(kl));
+    }
+}

@@ -11,7 +11,7 @@ use crate::support::oracle::{audit, decisions, topic_ends};
 use crate::support::processor::{Launch, Processor, cli};
 use crate::support::report::Row;
 use crate::support::services::PrivateAlertmanager;
-use crate::support::{DEADLINE, Database, brokers, env_u64, fresh_kafka, poll};
+use crate::support::{DEADLINE, Database, env_u64, poll, private_kafka};
 
 /// Engine settings of a live stream that trips and recovers within 30 s, as in the pipeline's own test.
 const LIVE: &[&str] =
@@ -34,7 +34,7 @@ async fn one_outage(round: u64) -> (i64, i64, i64, std::time::Duration, String) 
     let mut am = PrivateAlertmanager::start().await;
     am.stop();
     let db = Database::shared().await;
-    let kafka = fresh_kafka(&brokers()).await;
+    let (_broker, kafka) = private_kafka().await;
     let run = Processor::start(&Launch::new(&kafka, &db.url, LIVE).alerts_to(&am.url()), &format!("am-outage-{round}"));
     // A live stream as a user sends it: 30 s at 200 events/s, drift spike from 12 s to 18 s.
     let mut stream = cli(&kafka)
@@ -99,7 +99,7 @@ async fn one_outage(round: u64) -> (i64, i64, i64, std::time::Duration, String) 
     let lost = events.lost + undelivered + (firing - got_firing).max(0) + (resolved - got_resolved).max(0);
     let duplicated = events.duplicated + (got_firing - firing).max(0) + (got_resolved - resolved).max(0);
     let note = format!(
-        "{} alert rows ({firing} firing, {resolved} resolved) queued during the outage, {tried} attempts failed; \
+        "{} alert rows ({firing} firing, {resolved} resolved) queued during the outage ({tried} with failed attempts); \
          Alertmanager received {got_firing} firing and {got_resolved} resolved; {} trips",
         rows.len(),
         made.trips()

@@ -11,7 +11,7 @@ use crate::support::report::Row;
 use crate::support::services::{PrivateBroker, PrivatePostgres};
 use crate::support::stream::{Stream, future_launch, produce};
 use crate::support::{
-    DEADLINE, Database, brokers, committed_at_least, committed_beyond, env_u64, fresh_kafka, poll, run_deadline,
+    DEADLINE, Database, committed_at_least, committed_beyond, env_u64, fresh_kafka, poll, private_kafka, run_deadline,
 };
 
 /// Waits until `/health` answers `status` with the check of `dependency` in `state`; returns how long it took.
@@ -34,6 +34,8 @@ async fn all_state_events_published(db: &Database) {
 }
 
 async fn broker_restarts(events: u64, restarts: u64, test: &'static str) {
+    // tansu 0.6.0 does not survive its own graceful stop (docs/RELIABILITY.md, open cases): SIGTERM on demand.
+    let graceful = std::env::var("COSTSIM_FAULTS_BROKER_STOP").is_ok_and(|v| v == "term");
     let mut broker = PrivateBroker::start().await;
     let kafka = fresh_kafka(&broker.brokers()).await;
     let n = produce(&kafka, Stream::future(events, 11).events()).await as i64;
@@ -45,7 +47,11 @@ async fn broker_restarts(events: u64, restarts: u64, test: &'static str) {
     let mut recoveries = Vec::new();
     for r in 1..=restarts {
         committed_at_least(&db, n * r as i64 / (restarts as i64 + 1), deadline).await;
-        broker.stop();
+        if graceful {
+            broker.stop();
+        } else {
+            broker.kill();
+        }
         health_becomes(addr, 503, "kafka", "down").await;
         let before = db.committed().await;
         let restarted = Instant::now();
@@ -61,7 +67,7 @@ async fn broker_restarts(events: u64, restarts: u64, test: &'static str) {
     assert!(made.trips() >= 1 && made.incidents.len() == made.trips(), "one incident per trip: {made:#?}");
     run.terminate().await;
     Row {
-        scenario: "broker (tansu) restarted mid-run".into(),
+        scenario: format!("broker (tansu) {} and restarted mid-run", if graceful { "stopped" } else { "killed" }),
         runs: restarts,
         events: n,
         lost: counts.lost,
@@ -79,7 +85,7 @@ async fn broker_restarts(events: u64, restarts: u64, test: &'static str) {
 async fn postgres_restarts(events: u64, restarts: u64, test: &'static str) {
     let postgres = PrivatePostgres::start();
     let db = Database::create(&postgres.url()).await;
-    let kafka = fresh_kafka(&brokers()).await;
+    let (_broker, kafka) = private_kafka().await;
     let n = produce(&kafka, Stream::future(events, 12).events()).await as i64;
     let ends = topic_ends(&kafka);
     let mut run = Processor::start(&future_launch(&kafka, &db.url), "processor");

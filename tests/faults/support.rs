@@ -24,11 +24,6 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// The shared stack's broker, as `scripts/stack env` exports it.
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
 /// Topics and a group that exist for one scenario only, on `brokers`, with their topics created.
 pub async fn fresh_kafka(brokers: &str) -> KafkaConfig {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -45,6 +40,14 @@ pub async fn fresh_kafka(brokers: &str) -> KafkaConfig {
     };
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.expect("topics");
     kafka
+}
+
+/// A private broker for one scenario, with the scenario's topics created on it. The shared broker serves every
+/// engineer's tests at once; a scenario that counts recovery times and drives a million records must not share it.
+pub async fn private_kafka() -> (services::PrivateBroker, KafkaConfig) {
+    let broker = services::PrivateBroker::start().await;
+    let kafka = fresh_kafka(&broker.brokers()).await;
+    (broker, kafka)
 }
 
 /// The same topics read by another consumer group, so a second processor makes its own, independent run.

@@ -157,5 +157,6 @@ fn normalize(value: Value, incident_ids: &[String]) -> Value {
     }
 }
 
-/// Fields two runs over the same events fill differently on purpose: the state event's own id.
-const WALL_CLOCK_OR_RANDOM: &[&str] = &["event_id"];
+/// Fields two runs over the same events fill differently on purpose: the state event's own id, and the alert label
+/// naming the instance that happened to decide (each processor of a scenario has its own `INSTANCE_ID`).
+const WALL_CLOCK_OR_RANDOM: &[&str] = &["event_id", "instance"];

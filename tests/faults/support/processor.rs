@@ -39,6 +39,9 @@ pub fn cli(kafka: &KafkaConfig) -> tokio::process::Command {
     cmd
 }
 
+/// The consumer session timeout of every processor the suite starts: how long a killed member keeps its partitions.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to start a processor.
 #[derive(Clone)]
 pub struct Launch {
@@ -101,8 +104,17 @@ impl Processor {
             .env("INSTANCE_ID", name)
             .env_remove("ALERTMANAGER_URL")
             .args(["run", "--alerts", if launch.alerts { "on" } else { "off" }])
-            // A killed member keeps its partitions until its session times out: keep that short.
-            .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
+            // A killed member keeps its partitions until its session times out: keep that short, yet long enough
+            // for a broker that is busy with a million-record backlog to answer a heartbeat.
+            .args([
+                "-X",
+                &format!("session.timeout.ms={}", SESSION_TIMEOUT.as_millis()),
+                "-X",
+                "heartbeat.interval.ms=1000",
+            ])
+            // A member that joined while the broker could not answer the topic's metadata is given no partition, and
+            // notices the topic only at its next metadata refresh (5 min by default): see docs/RELIABILITY.md.
+            .args(["-X", "topic.metadata.refresh.interval.ms=5000"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (key, value) in &launch.env {

@@ -178,7 +178,9 @@ impl PrivateBroker {
     /// Starts the (stopped) broker on the same port and storage, and waits until it answers.
     pub async fn start_again(&mut self) {
         let listener = format!("tcp://{}", self.brokers());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.folder.0.join("tansu.log")).unwrap();
+        // The log outlives the folder, for a post-mortem.
+        let log = super::processor::log_dir().join(format!("tansu-{}.log", self.port));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(Self::binary())
             .current_dir(&self.folder.0)
             .env_remove("SCHEMA_REGISTRY")
@@ -211,6 +213,14 @@ impl PrivateBroker {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child);
+        }
+    }
+
+    /// Kills the broker at once (SIGKILL), as a crashed machine would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -252,7 +262,8 @@ impl PrivateAlertmanager {
     /// Starts the (stopped) Alertmanager on the same port and storage, and waits until it is ready.
     pub async fn start_again(&mut self) {
         let dir = &self.folder.0;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("alertmanager.log")).unwrap();
+        let log = super::processor::log_dir().join(format!("alertmanager-{}.log", self.port));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child =
             Command::new(std::env::var_os("COSTSIM_ALERTMANAGER_BIN").unwrap_or("prometheus-alertmanager".into()))
                 .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))

@@ -166,6 +166,17 @@ impl Processor {
         lines.iter().map(|l| &l["fields"]).filter(|f| f["message"] == message && matches(f)).count()
     }
 
+    /// The last of `messages` logged with the field `job` equal to `job`.
+    pub fn last_of(&self, job: &str, messages: &[&str]) -> Option<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .rev()
+            .map(|l| &l["fields"])
+            .find(|f| f["job"] == job && messages.iter().any(|m| f["message"] == *m))
+            .map(|f| f["message"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("the child can be polled").is_none()

@@ -50,8 +50,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = BreakerConfig::from_env(std::env::vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
+    // Both URLs are checked before anything connects, so a bad one is refused by name at once.
+    let leader_options = args.database.leader_options()?;
     let pool = args.database.connect().await?;
-    store::migrate(&pool).await?;
+    args.database.migrate_directly().await?;
     let mut conn = pool.acquire().await?;
     store::breaker::ensure(&mut conn, &args.pipeline.breaker).await?;
     drop(conn);
@@ -98,7 +100,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let leader_options = leader::connect_options(&args.database.url)?;
     let breakers = vec![args.pipeline.breaker.clone()];
     let pipeline = Pipeline {
         pool: pool.clone(),

@@ -117,17 +117,23 @@ impl KafkaConfig {
         }
     }
 
-    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are, and when all
-    /// exist no CreateTopics request is made (a client without the right to create topics, or a cluster without
-    /// the API, such as librdkafka's mock cluster, is fine then).
+    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are. When the
+    /// broker refuses the request (a client without the right to create topics, or a broker without the API, such
+    /// as librdkafka's mock cluster), it is enough that every topic exists already.
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
-        let missing = self.missing_topics(roles).await?;
-        if missing.is_empty() {
-            return Ok(());
+        match self.create_topics(roles).await {
+            Ok(()) => Ok(()),
+            Err(err) => match self.missing_topics(roles).await {
+                Ok(missing) if missing.is_empty() => Ok(()),
+                _ => Err(err),
+            },
         }
+    }
+
+    async fn create_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
-        let topics: Vec<NewTopic> = missing.iter().map(|role| self.new_topic(*role)).collect();
+        let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(&topics, &options)
@@ -144,30 +150,26 @@ impl KafkaConfig {
         Ok(())
     }
 
-    /// The roles whose topic the broker does not know (metadata only: nothing is created by asking).
+    /// The roles whose topic the broker does not know (metadata only: this client never asks for creation).
     async fn missing_topics(&self, roles: &[TopicRole]) -> anyhow::Result<Vec<TopicRole>> {
         let client = self.metadata_client().context("cannot create a Kafka metadata client")?;
-        let topics: Vec<(TopicRole, String)> = roles.iter().map(|r| (*r, self.topic(*r).to_owned())).collect();
-        let brokers = self.brokers.clone();
+        let wanted: Vec<(TopicRole, String)> = roles.iter().map(|r| (*r, self.topic(*r).to_owned())).collect();
         tokio::task::spawn_blocking(move || {
             let mut missing = Vec::new();
-            for (role, topic) in topics {
-                let metadata = client
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .with_context(|| format!("cannot reach Kafka at {brokers} to look up topic `{topic}`"));
+            for (role, topic) in wanted {
+                let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10));
                 drain_events(&client, Duration::from_millis(1));
-                let known = metadata?
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+                let known = metadata.is_ok_and(|m| {
+                    m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                });
                 if !known {
                     missing.push(role);
                 }
             }
-            Ok(missing)
+            missing
         })
         .await
-        .context("the topic lookup panicked")?
+        .context("the topic lookup panicked")
     }
 
     /// How a topic of this role is created: partitions and topic-level settings.

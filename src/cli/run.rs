@@ -69,7 +69,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let state =
         http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
             .context("cannot create the broker probe")?;
-    let tokens = http::ApiTokens::from_env().context("invalid API tokens")?;
+    let tokens = http::ApiTokens::from_env().with_context(|| {
+        let file = std::env::var_os("COSTSIM_API_TOKENS_FILE").is_some_and(|f| !f.is_empty());
+        format!("invalid API tokens in {}", if file { "COSTSIM_API_TOKENS_FILE" } else { "COSTSIM_API_TOKENS" })
+    })?;
     if tokens.is_empty() {
         tracing::warn!(
             "No API token is configured (COSTSIM_API_TOKENS or COSTSIM_API_TOKENS_FILE): the /costsim routes answer 503."

@@ -91,7 +91,8 @@ impl<'a> RunSpec<'a> {
         let k = self.kafka;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_costsim-breaker"));
         cmd.arg("run")
-            .args(["--alerts", if self.alerts { "on" } else { "off" }])
+            // By environment, not flag, so a test can still set COSTSIM_ALERTS to something else.
+            .env("COSTSIM_ALERTS", if self.alerts { "on" } else { "off" })
             .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
             .args(&self.args)
             .env_remove("COSTSIM_LEADER_DATABASE_URL")

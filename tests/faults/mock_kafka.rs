@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::child::{
-    Record, RunSpec, committed_offsets, database_url, end_offsets, fresh_kafka, produce, provenance_counts,
+    Record, RunSpec, committed_offsets, database_url, end_offsets, fresh_kafka, produce, provenance_counts, wait_for,
 };
 
 const PARTITIONS: i32 = 3;
@@ -129,7 +129,13 @@ async fn scenario(pool: PgPool, fault: Fault, count: usize) -> Outcome {
     mock.create_topic(&kafka.results_topic, PARTITIONS, 1).unwrap();
     mock.create_topic(&kafka.state_topic, 1, 1).unwrap();
     mock.create_topic(&kafka.dlq_topic, 1, 1).unwrap();
-    let mut run = RunSpec::new(&kafka, database_url(&pool).await).start();
+    // The mock cluster has no CreateTopics: `run` falls back to checking the topics exist once the request fails,
+    // which a short socket timeout makes quick.
+    let mut run = RunSpec::new(&kafka, database_url(&pool).await).args(&["-X", "socket.timeout.ms=5000"]).start();
+    // Recovery is timed from the fault's end: wait until the processor consumes every partition before sending.
+    let registered = "SELECT count(*) FROM costsim_consumed_offsets";
+    let consuming = wait_for(&pool, registered, i64::from(PARTITIONS), Duration::from_secs(60)).await;
+    assert_eq!(consuming, i64::from(PARTITIONS), "run consumes every partition:\n{}", run.stderr());
 
     let (all, bad) = records(count, 11);
     let good = (count - bad) as i64;

@@ -87,12 +87,56 @@ async fn the_processor_through_pgbouncer_stores_every_event_once_and_its_leaders
     assert!(!stderr.contains("prepared statement"), "no prepared-statement error:\n{stderr}");
 }
 
-/// sqlx with `statement-cache-capacity=0` still prepares: an unnamed statement (Parse, Describe, Sync), then Bind,
-/// Execute, Sync. Outside a transaction PgBouncer may give the second half to another server connection. This
-/// measures whether that happens when clients outnumber PgBouncer's servers.
-#[sqlx::test]
-#[ignore = "long form: needs `scripts/pgbouncer up`"]
-async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) {
+/// How the contention test sends its queries.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// sqlx's default (`persistent(true)`), with `statement-cache-capacity=0` in the URL.
+    Named,
+    /// `.persistent(false)`: the unnamed statement, outside any transaction.
+    Unnamed,
+    /// `.persistent(false)` inside `BEGIN … COMMIT`.
+    UnnamedInTransaction,
+}
+
+/// One query of the contention test: true when it answered its own statement.
+async fn one_query(bouncer: &PgPool, mode: Mode, c: u32, i: u32) -> Result<bool, sqlx::Error> {
+    let persistent = matches!(mode, Mode::Named);
+    // `begin()` sends BEGIN and COMMIT as simple queries, as the processor's batches do.
+    let mut tx = if matches!(mode, Mode::UnnamedInTransaction) { Some(bouncer.begin().await?) } else { None };
+    let mut pooled = if tx.is_none() { Some(bouncer.acquire().await?) } else { None };
+    let conn: &mut sqlx::PgConnection = match (&mut tx, &mut pooled) {
+        (Some(tx), _) => tx,
+        (None, Some(pooled)) => pooled,
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    // Two statement shapes with different parameter types, so a Bind on a foreign statement shows.
+    let ok = if (c + i) % 2 == 0 {
+        sqlx::query_scalar::<_, i64>("SELECT $1::bigint * 2")
+            .persistent(persistent)
+            .bind(i64::from(i))
+            .fetch_one(&mut *conn)
+            .await?
+            == 2 * i64::from(i)
+    } else {
+        sqlx::query_scalar::<_, String>("SELECT $1::text || '-' || $2::text")
+            .persistent(persistent)
+            .bind(c.to_string())
+            .bind(i.to_string())
+            .fetch_one(&mut *conn)
+            .await?
+            == format!("{c}-{i}")
+    };
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
+    Ok(ok)
+}
+
+/// sqlx 0.9 with `statement-cache-capacity=0` still names its statements (`sqlx_s_N`, per connection, never
+/// closed): only `.persistent(false)` gives the unnamed statement, prepared in a round trip of its own (Parse,
+/// Describe, Sync) before Bind, Execute, Sync. Outside a transaction PgBouncer may hand the second half to another
+/// server connection. This measures each way with more clients (60) than PgBouncer has servers (20).
+async fn contention(pool: PgPool, mode: Mode) {
     let options: PgConnectOptions = pooled_url(&pool).await.parse().unwrap();
     let clients = 60u32;
     let bouncer = PgPoolOptions::new().max_connections(clients).connect_with(options).await.unwrap();
@@ -103,22 +147,7 @@ async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) 
             async move {
                 let (mut ok, mut wrong, mut errors) = (0, 0, Vec::new());
                 for i in 0..per_client {
-                    // Two statement shapes with different parameter types, so a Bind on a foreign statement shows.
-                    let outcome = if (c + i) % 2 == 0 {
-                        sqlx::query_scalar::<_, i64>("SELECT $1::bigint * 2")
-                            .bind(i64::from(i))
-                            .fetch_one(&bouncer)
-                            .await
-                            .map(|v| v == 2 * i64::from(i))
-                    } else {
-                        sqlx::query_scalar::<_, String>("SELECT $1::text || '-' || $2::text")
-                            .bind(c.to_string())
-                            .bind(i.to_string())
-                            .fetch_one(&bouncer)
-                            .await
-                            .map(|v| v == format!("{c}-{i}"))
-                    };
-                    match outcome {
+                    match one_query(&bouncer, mode, c, i).await {
                         Ok(true) => ok += 1,
                         Ok(false) => wrong += 1,
                         Err(e) => errors.push(e.to_string()),
@@ -134,10 +163,29 @@ async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) 
     let wrong: u32 = results.iter().map(|r| r.1).sum();
     let errors: Vec<&String> = results.iter().flat_map(|r| &r.2).collect();
     println!(
-        "pgbouncer-unnamed: clients={clients} queries={} ok={ok} wrong={wrong} errors={} first_error={:?}",
+        "pgbouncer-statements: mode={mode:?} clients={clients} queries={} ok={ok} wrong={wrong} errors={} first_error={:?}",
         clients * per_client,
         errors.len(),
         errors.first()
     );
-    assert_eq!((wrong, errors.len()), (0, 0), "every query answered its own statement");
+    bouncer.close().await;
+    assert_eq!((wrong, errors.len()), (0, 0), "{mode:?}: every query answered its own statement");
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn named_statements_through_pgbouncer_under_contention(pool: PgPool) {
+    contention(pool, Mode::Named).await;
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) {
+    contention(pool, Mode::Unnamed).await;
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn unnamed_statements_inside_transactions_under_contention(pool: PgPool) {
+    contention(pool, Mode::UnnamedInTransaction).await;
 }

@@ -26,8 +26,15 @@ impl Role {
         let create = format!("CREATE ROLE {} LOGIN PASSWORD '{}'", role.name, role.password);
         sqlx::query(AssertSqlSafe(create)).execute(pool).await.unwrap();
         let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-        let owner = format!("ALTER DATABASE \"{db}\" OWNER TO {}", role.name);
-        sqlx::query(AssertSqlSafe(owner)).execute(pool).await.unwrap();
+        // Owning the database gives CREATE on `public` (the migrator's `CREATE TABLE IF NOT EXISTS`); the tables
+        // `#[sqlx::test]` migrated stay the admin's, so the role gets rights on them.
+        for sql in [
+            format!("ALTER DATABASE \"{db}\" OWNER TO {}", role.name),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}", role.name),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}", role.name),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(pool).await.unwrap();
+        }
         role
     }
 

@@ -93,7 +93,6 @@ impl<'a> RunSpec<'a> {
         cmd.arg("run")
             // By environment, not flag, so a test can still set COSTSIM_ALERTS to something else.
             .env("COSTSIM_ALERTS", if self.alerts { "on" } else { "off" })
-            .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
             .args(&self.args)
             .env_remove("COSTSIM_LEADER_DATABASE_URL")
             .env_remove("COSTSIM_API_TOKENS")
@@ -166,12 +165,30 @@ pub async fn produce(kafka: &KafkaConfig, topic: &str, records: impl IntoIterato
     assert_eq!((counts.failed, err), (0, None), "every record is delivered");
 }
 
-/// The high watermark of each partition of `topic`, in partition order.
+/// The high watermark of each partition of `topic`, in partition order. A busy broker may let one request time
+/// out: each is retried for up to a minute.
 pub fn end_offsets(kafka: &KafkaConfig, topic: &str) -> Vec<i64> {
     let client: BaseConsumer = kafka.metadata_client().unwrap();
-    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    (0..partitions).map(|p| client.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1).collect()
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let retry = |what: &str, err: rdkafka::error::KafkaError| {
+        assert!(std::time::Instant::now() < deadline, "{what} of {topic}: {err}");
+    };
+    let partitions = loop {
+        match client.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(m) => break m.topics()[0].partitions().len() as i32,
+            Err(e) => retry("metadata", e),
+        }
+    };
+    (0..partitions)
+        .map(|p| {
+            loop {
+                match client.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) => retry("watermarks", e),
+                }
+            }
+        })
+        .collect()
 }
 
 /// Polls `sql` (one BIGINT) until it equals `expected` or `within` passes; returns the last value.

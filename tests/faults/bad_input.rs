@@ -58,8 +58,12 @@ async fn flood(pool: PgPool, count: usize) {
     let mut run = RunSpec::new(&kafka, database_url(&pool).await).env("RUST_LOG", "error").start();
     let valid = encode_simulation_result(&Generator::new(config(1)).next().unwrap());
     let started = Instant::now();
-    let records = (0..count).map(|i| (format!("tenant-{}", i % 9).into_bytes(), malformed(i, &valid)));
-    produce(&kafka, &kafka.results_topic, records).await;
+    // In chunks, each confirmed before the next: a million records queued at once would wait in the producer
+    // longer than its delivery timeout on a slow broker.
+    for chunk in (0..count).collect::<Vec<_>>().chunks(20_000) {
+        let records = chunk.iter().map(|&i| (format!("tenant-{}", i % 9).into_bytes(), malformed(i, &valid)));
+        produce(&kafka, &kafka.results_topic, records).await;
+    }
     let produced = started.elapsed();
 
     let ends = end_offsets(&kafka, &kafka.results_topic);

@@ -66,24 +66,31 @@ async fn the_processor_through_pgbouncer_stores_every_event_once_and_its_leaders
         &pool,
         "SELECT count(DISTINCT event_id) FROM costsim_provenance",
         count as i64,
-        Duration::from_secs(120),
+        Duration::from_secs(60),
     )
     .await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM costsim_provenance").fetch_one(&pool).await.unwrap();
     let ends = end_offsets(&kafka, &kafka.results_topic);
-    assert_eq!(committed_offsets(&pool, &kafka.results_topic, 3).await, ends);
+    let committed = committed_offsets(&pool, &kafka.results_topic, 3).await;
     // The trip's state event reaches the state topic only through the relay, a leader job: the lock worked.
     let relayed = "SELECT count(*) FROM costsim_breaker_events WHERE published_at IS NOT NULL";
     let published = wait_for(&pool, relayed, 1, Duration::from_secs(30)).await;
+    let stderr = run.stderr();
+    let first_error = ["prepared statement", "retrying", "ERROR"]
+        .iter()
+        .find_map(|w| stderr.lines().find(|l| l.contains(w)))
+        .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+        .unwrap_or_default();
     println!(
-        "faults-row: scenario=pgbouncer-transaction-pool runs=1 events={count} lost={} duplicated={} total_s={:.1} relayed={published}",
+        "faults-row: scenario=pgbouncer-transaction-pool runs=1 events={count} lost={} duplicated={} total_s={:.1} \
+         relayed={published} committed={committed:?} ends={ends:?} first_problem={first_error:?}",
         count as i64 - stored,
         rows - stored,
         started.elapsed().as_secs_f64()
     );
+    assert_eq!(committed, ends, "the offsets reached the end");
     assert_eq!((stored, rows), (count as i64, count as i64));
     assert!(published >= 1, "the relay (a leader job) published the trip");
-    let stderr = run.stderr();
     assert!(!stderr.contains("prepared statement"), "no prepared-statement error:\n{stderr}");
 }
 

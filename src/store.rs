@@ -2,9 +2,8 @@
 //! functions per table group. Repository functions take `&mut PgConnection` (the caller's transaction); the caller
 //! owns the transaction boundary.
 //!
-//! The pool may go through PgBouncer in transaction mode (`DATABASE_URL` with `?statement-cache-capacity=0`, see
-//! the README); whatever needs a session of its own (leader locks, the migrator's lock) connects to
-//! [`DatabaseConfig::leader_url`] instead.
+//! Whatever needs a session of its own (leader locks, the migrator's lock) connects to
+//! [`DatabaseConfig::leader_url`], so the pool alone may go through a pooler (see the README on PgBouncer).
 
 pub mod alerts;
 pub mod backlog;

@@ -277,3 +277,50 @@ async fn events_from_a_transactional_producer_are_all_stored(pool: PgPool) {
     );
     assert_eq!(stored, good, "every event of every transaction is stored");
 }
+
+/// The mock cluster keeps at most 5 MB (or 100 000 message sets) per partition (`rdkafka_mock.c`) and deletes the
+/// oldest records beyond that, as retention would: read by a plain consumer, a large backlog starts past offset 0
+/// and is contiguous from there. This is what stops the processor in the million-record flood from the mock (see
+/// docs/RELIABILITY.md): records it had not applied were deleted under it.
+#[tokio::test]
+#[ignore = "long form: COSTSIM_MALFORMED_RECORDS (default 1,000,000) records through the mock cluster alone"]
+async fn the_mock_cluster_deletes_the_oldest_records_of_a_large_backlog() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{Message as _, Offset, TopicPartitionList};
+    let count: usize =
+        std::env::var("COSTSIM_MALFORMED_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let kafka = fresh_kafka(&mock.bootstrap_servers(), PARTITIONS);
+    mock.create_topic(&kafka.results_topic, PARTITIONS, 1).unwrap();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(20_000) {
+        let records = chunk.iter().map(|i| (format!("tenant-{}", i % 9).into_bytes(), vec![7u8; 20 + i % 40]));
+        produce(&kafka, &kafka.results_topic, records).await;
+    }
+    let ends = end_offsets(&kafka, &kafka.results_topic);
+    let consumer: BaseConsumer =
+        kafka.client_config().set("group.id", "gap-reader").set("enable.auto.commit", "false").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&kafka.results_topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut first = vec![None; PARTITIONS as usize];
+    let mut next = vec![0i64; PARTITIONS as usize];
+    let mut gaps_after_start = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while next != ends && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message.unwrap();
+        let p = message.partition() as usize;
+        if first[p].is_none() {
+            first[p] = Some(message.offset());
+        } else if message.offset() != next[p] {
+            gaps_after_start += 1;
+        }
+        next[p] = message.offset() + 1;
+    }
+    println!("mock-backlog: records={count} ends={ends:?} first_offsets={first:?} gaps_after_start={gaps_after_start}");
+    assert_eq!(next, ends, "the rest is served to the end");
+    assert_eq!(gaps_after_start, 0, "contiguous from the first record kept");
+    assert!(first.iter().any(|f| f.is_some_and(|o| o > 0)), "the oldest records were deleted: {first:?}");
+}

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use costsim_breaker::kafka::TopicRole;
+use futures::FutureExt as _;
 use reqwest::{Method, StatusCode};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
@@ -89,6 +90,16 @@ fn strip_ansi(text: &str) -> String {
 #[sqlx::test]
 async fn a_full_run_refuses_bad_tokens_holds_limits_and_never_shows_a_secret(pool: PgPool) {
     let role = Role::create(&pool).await;
+    // The role is server-wide: remove it whether the checks pass or not, then report their outcome.
+    let outcome = std::panic::AssertUnwindSafe(full_run(&pool, &role)).catch_unwind().await;
+    role.remove(&pool).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn full_run(pool: &PgPool, role: &Role) {
+    let pool = pool.clone();
     let mut url = url::Url::parse(&database_url(&pool).await).unwrap();
     url.set_username(&role.name).unwrap();
     url.set_password(Some(&role.password)).unwrap();
@@ -181,7 +192,6 @@ async fn a_full_run_refuses_bad_tokens_holds_limits_and_never_shows_a_secret(poo
         log.lines().count(),
         bodies.len()
     );
-    role.remove(&pool).await;
 }
 
 /// sqlx 0.9 takes SQL only as `&'static str` unless wrapped in `AssertSqlSafe`; with no wrapper, no `raw_sql` and

@@ -68,7 +68,7 @@ pub enum AlertsMode {
 }
 
 /// The alert settings of `run`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct AlertArgs {
     /// Alertmanager's base URL, e.g. http://127.0.0.1:9093 (a URL ending in /api/v2/alerts is accepted too);
     /// required unless `--alerts off`.
@@ -91,6 +91,27 @@ pub struct AlertArgs {
         default_value_t = 60
     )]
     pub alert_resend_seconds: u64,
+}
+
+// The URL may carry basic-auth credentials, so Debug shows it as the logs do, password hidden.
+impl std::fmt::Debug for AlertArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.alertmanager_url.as_deref().map(|u| match Url::parse(u) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("***"));
+                }
+                parsed.to_string()
+            }
+            Err(_) => "<unparseable URL>".to_owned(),
+        });
+        f.debug_struct("AlertArgs")
+            .field("alertmanager_url", &url)
+            .field("alertmanager_timeout_seconds", &self.alertmanager_timeout_seconds)
+            .field("alerts_mode", &self.alerts_mode)
+            .field("alert_resend_seconds", &self.alert_resend_seconds)
+            .finish()
+    }
 }
 
 /// Validated delivery settings: where, how long one delivery may take, and how often firing alerts are re-sent.
@@ -127,8 +148,15 @@ impl AlertArgs {
 }
 
 /// Alertmanager's `POST /api/v2/alerts` endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint(Url);
+
+// Debug is Display: the password stays hidden wherever the endpoint is printed.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({self})")
+    }
+}
 
 impl Endpoint {
     /// The endpoint of an Alertmanager base URL, with or without a trailing slash, and with or without the
@@ -265,6 +293,21 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alertmanager_password_never_reaches_the_debug_output() {
+        let args = AlertArgs {
+            alertmanager_url: Some("https://ops:hunter2@am.example:9093".into()),
+            alertmanager_timeout_seconds: 10,
+            alerts_mode: AlertsMode::On,
+            alert_resend_seconds: 60,
+        };
+        let delivery = args.delivery().unwrap().unwrap();
+        for shown in [format!("{args:?}"), format!("{delivery:?}"), format!("{}", delivery.endpoint)] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("ops:***@am.example"), "{shown}");
+        }
+    }
 
     fn endpoint(url: &str) -> String {
         Endpoint::parse(url).unwrap().url().to_string()

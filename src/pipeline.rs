@@ -57,7 +57,7 @@ pub struct PipelineSettings {
     pub batch_max_wait_ms: u64,
     /// Seconds after which a partition with no new records (or nobody consuming it) stops holding back the
     /// event-time watermark; decisions wait at most this long for a quiet partition.
-    #[arg(long, env = "COSTSIM_IDLE_PARTITION_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "COSTSIM_IDLE_PARTITION_SECONDS", default_value_t = 10.0, value_parser = idle_seconds)]
     pub idle_partition_seconds: f64,
     /// Events further in the future than this many seconds (by the wall clock) are dead-lettered: one bogus
     /// timestamp would otherwise close every bucket up to it.
@@ -66,6 +66,16 @@ pub struct PipelineSettings {
     /// The breaker these events feed.
     #[arg(long = "breaker", env = "COSTSIM_BREAKER_NAME", default_value = "costsim_v2")]
     pub breaker: String,
+}
+
+/// A quiet-partition timeout: a finite number of seconds above 0 and at most a day (a negative or NaN value would
+/// let every partition, or none, hold back the watermark).
+fn idle_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        Ok(_) => Err(format!("`{s}` is not between 0 (exclusive) and 86400 seconds")),
+        Err(e) => Err(format!("`{s}` is not a number of seconds: {e}")),
+    }
 }
 
 /// Everything the processor needs, built once by `run`.

@@ -13,8 +13,7 @@ pub struct MigrateArgs {
 
 /// Runs `migrate`.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let pool = args.database.connect().await?;
-    let applied = store::migrate(&pool).await?;
+    let applied = args.database.migrate_directly().await?;
     println!("applied {applied} migrations to {}", store::redact(&args.database.url));
     Ok(ExitCode::SUCCESS)
 }

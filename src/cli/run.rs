@@ -53,8 +53,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = BreakerConfig::from_env(std::env::vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
+    // Both URLs are checked before anything connects, so a bad one is refused by name at once.
+    let leader_options = args.database.leader_options()?;
     let pool = args.database.connect().await?;
-    store::migrate(&pool).await?;
+    args.database.migrate_directly().await?;
     let mut conn = pool.acquire().await?;
     store::breaker::ensure(&mut conn, &args.pipeline.breaker).await?;
     drop(conn);
@@ -76,7 +78,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => state,
     };
-    let tokens = http::ApiTokens::from_env().context("invalid API tokens")?;
+    let tokens = http::ApiTokens::from_env().with_context(|| {
+        let file = std::env::var_os("COSTSIM_API_TOKENS_FILE").is_some_and(|f| !f.is_empty());
+        format!("invalid API tokens in {}", if file { "COSTSIM_API_TOKENS_FILE" } else { "COSTSIM_API_TOKENS" })
+    })?;
     if tokens.is_empty() {
         tracing::warn!(
             "No API token is configured (COSTSIM_API_TOKENS or COSTSIM_API_TOKENS_FILE): the /costsim routes answer 503."
@@ -110,7 +115,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let leader_options = leader::connect_options(&args.database.url)?;
     let breakers = vec![args.pipeline.breaker.clone()];
     let pipeline = Pipeline {
         pool: pool.clone(),

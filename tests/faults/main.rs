@@ -5,14 +5,23 @@
 //! - the long form, the `#[ignore]` tests, runs on demand with `scripts/faults` (one million events, twenty kills),
 //!   sized by `COSTSIM_FAULTS_EVENTS`, `COSTSIM_FAULTS_KILLS` and `COSTSIM_FAULTS_ROUNDS`.
 //!
-//! Every scenario ends with a [`support::report::Row`] (scenario, runs, events, lost, duplicated, recovery time)
-//! appended to `COSTSIM_FAULTS_REPORT` when set, and asserts that lost and duplicated are 0.
+//! Crash, restart and rebalance scenarios end with a [`support::report::Row`] (scenario, runs, events, lost,
+//! duplicated, recovery time) appended to `COSTSIM_FAULTS_REPORT` when set; the Kafka-fault, bad-input, PgBouncer and
+//! security tests print a `faults-row:` line with the same columns. Each asserts that lost and duplicated are 0.
 //!
 //! Services a scenario restarts are private instances (a PostgreSQL cluster, a tansu broker, an Alertmanager on
-//! free ports in a temporary folder): the shared stack of `scripts/stack` is never stopped.
+//! free ports in a temporary folder): the shared stack of `scripts/stack` is never stopped. Needs the stack
+//! (`scripts/stack up`, `eval "$(scripts/stack env)"`); the PgBouncer tests of the long form also need
+//! `scripts/pgbouncer up`.
 
 mod alert_outage;
+mod bad_input;
+mod child;
 mod crashes;
+mod fuzz;
+mod mock_kafka;
+mod pgbouncer;
 mod rebalances;
 mod restarts;
+mod security;
 mod support;

@@ -107,7 +107,11 @@ async fn run_refuses_to_start_without_alertmanager_url_unless_alerts_are_off(poo
     assert!(!out.status.success(), "run must not start: {stderr}");
     assert!(stderr.contains("ALERTMANAGER_URL is not set") && stderr.contains("--alerts off"), "{stderr}");
 
-    let mut run = command(&kafka)
+    let mut run = command(&kafka);
+    if let Some(leader) = crate::helpers::leader_url_for(&url) {
+        run.env("COSTSIM_LEADER_DATABASE_URL", leader);
+    }
+    let mut run = run
         .args(["run", "--alerts", "off"])
         .env("DATABASE_URL", &url)
         .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")

@@ -40,8 +40,19 @@ pub fn command(kafka: &KafkaConfig) -> tokio::process::Command {
         .env("COSTSIM_DLQ_TOPIC", &kafka.dlq_topic)
         .env("COSTSIM_GROUP_ID", &kafka.group_id)
         .env("COSTSIM_RESULTS_PARTITIONS", kafka.results_partitions.to_string())
+        // The suite's leader URL names the suite's database, not the test's: see `leader_url_for`.
+        .env_remove("COSTSIM_LEADER_DATABASE_URL")
         .kill_on_drop(true);
     cmd
+}
+
+/// When the suite runs through PgBouncer (`scripts/pgbouncer test` exports COSTSIM_LEADER_DATABASE_URL, the direct
+/// server), the direct URL of the database `url` names, for the leader locks and migrations of a child `run`.
+pub fn leader_url_for(url: &str) -> Option<String> {
+    let direct = std::env::var("COSTSIM_LEADER_DATABASE_URL").ok()?;
+    let mut direct = url::Url::parse(&direct).expect("COSTSIM_LEADER_DATABASE_URL is a URL");
+    direct.set_path(url::Url::parse(url).expect("a database URL").path());
+    Some(direct.to_string())
 }
 
 /// Reads every partition of a topic from the beginning until `count` records arrived or the deadline passed.

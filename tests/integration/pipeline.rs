@@ -39,6 +39,9 @@ impl Processor {
     pub fn start_with_url(kafka: &KafkaConfig, url: &str, settings: &[&str], stderr: Stdio) -> Self {
         let mut cmd = command(kafka);
         cmd.arg("run").env("DATABASE_URL", url).env("RUST_LOG", "warn").env("COSTSIM_HTTP_ADDR", "127.0.0.1:0");
+        if let Some(leader) = crate::helpers::leader_url_for(url) {
+            cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
+        }
         // A killed member keeps its partitions until its session times out: keep that short in tests.
         cmd.args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]);
         for s in settings {

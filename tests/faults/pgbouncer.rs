@@ -1,0 +1,198 @@
+//! The processor behind PgBouncer in transaction-pooling mode (`scripts/pgbouncer up`, Debian's 1.18): the pool
+//! goes through PgBouncer with sqlx's statement cache off, the leader locks and migrations connect directly.
+//!
+//! Long form only: CI's stack has no PgBouncer. `scripts/pgbouncer test` also runs the whole integration suite
+//! through it.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use costsim_breaker::codec::encode_simulation_result;
+use costsim_breaker::generate::{DriftProfile, Generator, GeneratorConfig};
+use costsim_breaker::kafka::TopicRole;
+use futures::StreamExt as _;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::time::Instant;
+
+use crate::child::{
+    RunSpec, committed_offsets, database_url, end_offsets, fresh_kafka, produce, stack_brokers, wait_for,
+};
+
+/// PgBouncer's address (`scripts/pgbouncer`: 127.0.0.1, COSTSIM_PGBOUNCER_PORT or 6432).
+fn pgbouncer_port() -> u16 {
+    std::env::var("COSTSIM_PGBOUNCER_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(6432)
+}
+
+/// The test database through PgBouncer, with sqlx's named statements off.
+async fn pooled_url(pool: &PgPool) -> String {
+    let mut url = url::Url::parse(&database_url(pool).await).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(pgbouncer_port())).unwrap();
+    url.set_query(Some("statement-cache-capacity=0"));
+    let answers = tokio::net::TcpStream::connect(("127.0.0.1", pgbouncer_port())).await.is_ok();
+    assert!(answers, "no PgBouncer on 127.0.0.1:{}: run `scripts/pgbouncer up` first", pgbouncer_port());
+    url.to_string()
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn the_processor_through_pgbouncer_stores_every_event_once_and_its_leaders_run(pool: PgPool) {
+    let kafka = fresh_kafka(&stack_brokers(), 3);
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let pooled = pooled_url(&pool).await;
+    let run = RunSpec::new(&kafka, pooled)
+        .env("COSTSIM_LEADER_DATABASE_URL", database_url(&pool).await)
+        .args(&["--set", "bucket_seconds=1", "--set", "window_seconds=10", "--set", "min_samples=20"])
+        .start();
+    let count = 20_000u64;
+    let span = TimeDelta::milliseconds((count as f64 / 400.0 * 1000.0) as i64);
+    let events = Generator::new(GeneratorConfig {
+        count,
+        profile: DriftProfile::Spike,
+        start: Utc::now() - span - TimeDelta::seconds(5),
+        events_per_second: 400.0,
+        seed: 21,
+        tenants: 9,
+    });
+    let started = Instant::now();
+    produce(
+        &kafka,
+        &kafka.results_topic,
+        events.map(|e| (e.tenant_id.clone().into_bytes(), encode_simulation_result(&e))),
+    )
+    .await;
+    let stored = wait_for(
+        &pool,
+        "SELECT count(DISTINCT event_id) FROM costsim_provenance",
+        count as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM costsim_provenance").fetch_one(&pool).await.unwrap();
+    let ends = end_offsets(&kafka, &kafka.results_topic);
+    let committed = committed_offsets(&pool, &kafka.results_topic, 3).await;
+    // The trip's state event reaches the state topic only through the relay, a leader job: the lock worked.
+    let relayed = "SELECT count(*) FROM costsim_breaker_events WHERE published_at IS NOT NULL";
+    let published = wait_for(&pool, relayed, 1, Duration::from_secs(30)).await;
+    let stderr = run.stderr();
+    let first_error = ["prepared statement", "retrying", "ERROR"]
+        .iter()
+        .find_map(|w| stderr.lines().find(|l| l.contains(w)))
+        .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+        .unwrap_or_default();
+    println!(
+        "faults-row: scenario=pgbouncer-transaction-pool runs=1 events={count} lost={} duplicated={} total_s={:.1} \
+         relayed={published} committed={committed:?} ends={ends:?} first_problem={first_error:?}",
+        count as i64 - stored,
+        rows - stored,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(committed, ends, "the offsets reached the end");
+    assert_eq!((stored, rows), (count as i64, count as i64));
+    assert!(published >= 1, "the relay (a leader job) published the trip");
+    assert!(!stderr.contains("prepared statement"), "no prepared-statement error:\n{stderr}");
+}
+
+/// How the contention test sends its queries.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// sqlx's default (`persistent(true)`), with `statement-cache-capacity=0` in the URL.
+    Named,
+    /// `.persistent(false)`: the unnamed statement, outside any transaction.
+    Unnamed,
+    /// `.persistent(false)` inside `BEGIN … COMMIT`.
+    UnnamedInTransaction,
+}
+
+/// One query of the contention test: true when it answered its own statement.
+async fn one_query(bouncer: &PgPool, mode: Mode, c: u32, i: u32) -> Result<bool, sqlx::Error> {
+    let persistent = matches!(mode, Mode::Named);
+    // `begin()` sends BEGIN and COMMIT as simple queries, as the processor's batches do.
+    let mut tx = if matches!(mode, Mode::UnnamedInTransaction) { Some(bouncer.begin().await?) } else { None };
+    let mut pooled = if tx.is_none() { Some(bouncer.acquire().await?) } else { None };
+    let conn: &mut sqlx::PgConnection = match (&mut tx, &mut pooled) {
+        (Some(tx), _) => tx,
+        (None, Some(pooled)) => pooled,
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    // Two statement shapes with different parameter types, so a Bind on a foreign statement shows.
+    let ok = if (c + i) % 2 == 0 {
+        sqlx::query_scalar::<_, i64>("SELECT $1::bigint * 2")
+            .persistent(persistent)
+            .bind(i64::from(i))
+            .fetch_one(&mut *conn)
+            .await?
+            == 2 * i64::from(i)
+    } else {
+        sqlx::query_scalar::<_, String>("SELECT $1::text || '-' || $2::text")
+            .persistent(persistent)
+            .bind(c.to_string())
+            .bind(i.to_string())
+            .fetch_one(&mut *conn)
+            .await?
+            == format!("{c}-{i}")
+    };
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
+    Ok(ok)
+}
+
+/// sqlx 0.9 with `statement-cache-capacity=0` still names its statements (`sqlx_s_N`, per connection, never
+/// closed): only `.persistent(false)` gives the unnamed statement, prepared in a round trip of its own (Parse,
+/// Describe, Sync) before Bind, Execute, Sync. Outside a transaction PgBouncer may hand the second half to another
+/// server connection. This measures each way with more clients (60) than PgBouncer has servers (20).
+async fn contention(pool: PgPool, mode: Mode) {
+    let options: PgConnectOptions = pooled_url(&pool).await.parse().unwrap();
+    let clients = 60u32;
+    let bouncer = PgPoolOptions::new().max_connections(clients).connect_with(options).await.unwrap();
+    let per_client = 300;
+    let results: Vec<(u32, u32, Vec<String>)> = futures::stream::iter(0..clients)
+        .map(|c| {
+            let bouncer = bouncer.clone();
+            async move {
+                let (mut ok, mut wrong, mut errors) = (0, 0, Vec::new());
+                for i in 0..per_client {
+                    match one_query(&bouncer, mode, c, i).await {
+                        Ok(true) => ok += 1,
+                        Ok(false) => wrong += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (ok, wrong, errors)
+            }
+        })
+        .buffer_unordered(clients as usize)
+        .collect()
+        .await;
+    let ok: u32 = results.iter().map(|r| r.0).sum();
+    let wrong: u32 = results.iter().map(|r| r.1).sum();
+    let errors: Vec<&String> = results.iter().flat_map(|r| &r.2).collect();
+    println!(
+        "pgbouncer-statements: mode={mode:?} clients={clients} queries={} ok={ok} wrong={wrong} errors={} first_error={:?}",
+        clients * per_client,
+        errors.len(),
+        errors.first()
+    );
+    bouncer.close().await;
+    assert_eq!((wrong, errors.len()), (0, 0), "{mode:?}: every query answered its own statement");
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn named_statements_through_pgbouncer_under_contention(pool: PgPool) {
+    contention(pool, Mode::Named).await;
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) {
+    contention(pool, Mode::Unnamed).await;
+}
+
+#[sqlx::test]
+#[ignore = "long form: needs `scripts/pgbouncer up`"]
+async fn unnamed_statements_inside_transactions_under_contention(pool: PgPool) {
+    contention(pool, Mode::UnnamedInTransaction).await;
+}

@@ -117,7 +117,8 @@ async fn leader_kills(kills: u64, test: &'static str) {
     let instances = [Processor::start(&launch, &names[0]), Processor::start(&launch, &names[1])];
     let held = poll("every job has a leader", DEADLINE, async || {
         let l = leases(&db).await;
-        (l.len() == 3).then_some(l)
+        // Every singleton job of `run`: canary, alert drainer, state relay, timers.
+        (l.len() == costsim_breaker::leader::LeaderLock::ALL.len()).then_some(l)
     })
     .await;
     let mut takeovers = Vec::new();

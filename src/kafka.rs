@@ -8,7 +8,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -89,25 +89,41 @@ impl KafkaConfig {
         }
     }
 
-    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are.
+    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are. A broker
+    /// that cannot create topics (librdkafka's mock cluster has no CreateTopics; an ACL may deny it) is fine when
+    /// every topic exists already.
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
         let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics(&topics, &options)
-            .await
-            .with_context(|| format!("cannot reach Kafka at {} to create topics", self.brokers))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+        let refused = match admin.create_topics(&topics, &options).await {
+            Ok(results) => results.into_iter().find_map(|result| match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
                 Err((topic, code)) => {
-                    anyhow::bail!("the broker at {} refused to create topic `{topic}`: {code} ({code:?})", self.brokers)
+                    Some(format!("the broker at {} refused to create topic `{topic}`: {code} ({code:?})", self.brokers))
                 }
-            }
-        }
+            }),
+            Err(err) => Some(format!("cannot reach Kafka at {} to create topics: {err}", self.brokers)),
+        };
+        let Some(refused) = refused else { return Ok(()) };
+        let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
+        let kafka = self.clone();
+        let all_exist = tokio::task::spawn_blocking(move || kafka.all_exist(&names))
+            .await
+            .context("the metadata request panicked")?;
+        anyhow::ensure!(all_exist, refused);
         Ok(())
+    }
+
+    /// Whether the broker has every one of these topics, with partitions; blocks on metadata requests.
+    fn all_exist(&self, names: &[String]) -> bool {
+        let Ok(client) = self.metadata_client() else { return false };
+        names.iter().all(|name| {
+            client.fetch_metadata(Some(name), Duration::from_secs(10)).is_ok_and(|m| {
+                m.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            })
+        })
     }
 
     /// How a topic of this role is created: partitions and topic-level settings.

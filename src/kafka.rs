@@ -90,30 +90,50 @@ impl KafkaConfig {
     }
 
     /// Creates the topics of these roles that do not exist yet; existing topics are left as they are. A broker
-    /// that cannot create topics (librdkafka's mock cluster has no CreateTopics; an ACL may deny it) is fine when
-    /// every topic exists already.
+    /// that cannot create topics (librdkafka's mock cluster has no CreateTopics, and an admin request to it waits
+    /// for a controller until it times out; an ACL may deny it) is fine when every topic exists already: metadata
+    /// is asked at the same time, and whichever answer settles the question first wins.
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
         let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let refused = match admin.create_topics(&topics, &options).await {
-            Ok(results) => results.into_iter().find_map(|result| match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
-                Err((topic, code)) => {
-                    Some(format!("the broker at {} refused to create topic `{topic}`: {code} ({code:?})", self.brokers))
-                }
-            }),
-            Err(err) => Some(format!("cannot reach Kafka at {} to create topics: {err}", self.brokers)),
+        let create = async {
+            match admin.create_topics(&topics, &options).await {
+                Ok(results) => results.into_iter().find_map(|result| match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                    Err((topic, code)) => Some(format!(
+                        "the broker at {} refused to create topic `{topic}`: {code} ({code:?})",
+                        self.brokers
+                    )),
+                }),
+                Err(err) => Some(format!("cannot reach Kafka at {} to create topics: {err}", self.brokers)),
+            }
         };
-        let Some(refused) = refused else { return Ok(()) };
-        let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
-        let kafka = self.clone();
-        let all_exist = tokio::task::spawn_blocking(move || kafka.all_exist(&names))
-            .await
-            .context("the metadata request panicked")?;
-        anyhow::ensure!(all_exist, refused);
-        Ok(())
+        // A plain thread, not the blocking pool: a runtime waits for its blocking tasks when it shuts down, and a
+        // metadata request about a topic tansu does not have yet runs into its timeout.
+        let (tx, exist) = tokio::sync::oneshot::channel();
+        let (kafka, names) = (self.clone(), roles.iter().map(|role| self.topic(*role).to_owned()).collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let _ = tx.send(kafka.all_exist(&names));
+        });
+        tokio::pin!(create, exist);
+        tokio::select! {
+            refused = &mut create => match refused {
+                None => Ok(()),
+                Some(refused) => {
+                    anyhow::ensure!(exist.await.unwrap_or(false), refused);
+                    Ok(())
+                }
+            },
+            all = &mut exist => match all {
+                Ok(true) => Ok(()),
+                _ => match create.await {
+                    None => Ok(()),
+                    Some(refused) => anyhow::bail!(refused),
+                },
+            },
+        }
     }
 
     /// Whether the broker has every one of these topics, with partitions; blocks on metadata requests.

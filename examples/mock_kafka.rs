@@ -1,11 +1,11 @@
 //! A Kafka broker in memory, for benchmarks: librdkafka's mock cluster on 127.0.0.1, so `produce`, `run` and
-//! the benchmark can be pointed at a broker whose own cost is negligible.
+//! the benchmark can be pointed at a broker whose own cost is small.
 //!
 //! `cargo run --release --example mock_kafka -- TOPIC:PARTITIONS ...` creates the topics (the mock cluster has no
-//! CreateTopics API; `run` creates only missing topics, so it accepts these), prints `KAFKA_BROKERS=<address>` on
-//! stdout and serves until killed. Limits of the mock that shape its use: each partition keeps only its newest
-//! 5 MiB (older record batches are dropped, so a reader must keep up with the writer), there is no compaction,
-//! and everything lives in this process's memory.
+//! CreateTopics API; our commands accept a broker that cannot create topics when they all exist), prints
+//! `KAFKA_BROKERS=<address>` on stdout and serves until killed. Limits of the mock that shape its use: each
+//! partition keeps only its newest 5 MiB (older record batches are dropped, so a reader must keep up with the
+//! writer), there is no compaction, and everything lives in this process's memory.
 
 use rdkafka::mocking::MockCluster;
 

@@ -72,7 +72,9 @@ pub async fn measure(
     }
     let producer = kafka.producer()?;
     let mut delays = Delays { from_produce: vec![], from_bucket_close: vec![], background_rate: 0.0 };
-    for trip in 0..trips {
+    // Trip 0 warms up what only the first trip uses (the first incident, the relay's first delivery) and is not
+    // counted; its delay is printed like the others.
+    for trip in 0..=trips {
         let sent_at = Utc::now();
         let mut sender = ConfirmedSender::new(&producer);
         for event in burst(trip as u64, sent_at) {
@@ -83,11 +85,13 @@ pub async fn measure(
         let (seen_at, change) = wait_for(&mut events, BreakerState::Open, processor).await?;
         let bucket_end = DateTime::from_timestamp(sent_at.timestamp() + 1, 0).expect("in range");
         let secs = |d: TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-        delays.from_produce.push(secs(seen_at - sent_at));
-        delays.from_bucket_close.push(secs(seen_at - bucket_end));
+        if trip > 0 {
+            delays.from_produce.push(secs(seen_at - sent_at));
+            delays.from_bucket_close.push(secs(seen_at - bucket_end));
+        }
         crate::say(&format!(
-            "  trip {}/{trips}: state event v{} {:.3} s after the burst, {:.3} s after its bucket closed",
-            trip + 1,
+            "  trip {trip}/{trips}{}: state event v{} {:.3} s after the burst, {:.3} s after its bucket closed",
+            if trip == 0 { " (warm-up, not counted)" } else { "" },
             change.version,
             secs(seen_at - sent_at),
             secs(seen_at - bucket_end)

@@ -74,6 +74,10 @@ struct Args {
     /// Text appended to the report (what the numbers mean, the knobs, the profile).
     #[arg(long)]
     notes: Option<PathBuf>,
+    /// An extra argument of every `run` the benchmark starts (repeatable), e.g. `--run-arg=-X
+    /// --run-arg=fetch.wait.max.ms=50` to measure a client setting.
+    #[arg(long = "run-arg", allow_hyphen_values = true)]
+    run_args: Vec<String>,
     /// How the run was started, for the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -253,7 +257,7 @@ async fn broker_phases(
     let run_db = db::fresh(admin, &args.database_url, &format!("{db_prefix}_run")).await?;
     let pool = PgPoolOptions::new().max_connections(1).connect(&run_db).await?;
     say(&format!("{name}: run end to end on {} events", args.events));
-    let mut processor = Processor::start(&kafka, &run_db, &[], &work.join(format!("run-{name}.log")))?;
+    let mut processor = Processor::start(&kafka, &run_db, &[], &args.run_args, &work.join(format!("run-{name}.log")))?;
     let supply = match kind {
         BrokerKind::Stack => Supply::Upfront,
         BrokerKind::Mock => Supply::TopUp { feed: &mut feed, low: 20_000, high: 40_000 },
@@ -287,7 +291,7 @@ async fn broker_phases(
     let delay_db = db::fresh(admin, &args.database_url, &format!("{db_prefix}_delay")).await?;
     let pool = PgPoolOptions::new().max_connections(1).connect(&delay_db).await?;
     let log = work.join(format!("delay-{name}.log"));
-    let mut processor = Processor::start(&delay_kafka, &delay_db, delay::SETTINGS, &log)?;
+    let mut processor = Processor::start(&delay_kafka, &delay_db, delay::SETTINGS, &args.run_args, &log)?;
     let delays =
         delay::measure(&delay_kafka, &delay_db, &pool, &mut processor, args.trips, args.background_rate).await?;
     out.delays = Some(delays);

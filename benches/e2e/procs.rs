@@ -48,10 +48,16 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Starts `run` (alerts off, metrics on an ephemeral port) with engine overrides.
-    pub fn start(kafka: &KafkaConfig, database_url: &str, settings: &[&str], log: &Path) -> anyhow::Result<Self> {
+    /// Starts `run` (alerts off, metrics on an ephemeral port) with engine overrides and extra arguments.
+    pub fn start(
+        kafka: &KafkaConfig,
+        database_url: &str,
+        settings: &[&str],
+        extra: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let mut cmd = cli(kafka, database_url);
-        cmd.args(["run", "--alerts", "off", "--http-addr", "127.0.0.1:0"]);
+        cmd.args(["run", "--alerts", "off", "--http-addr", "127.0.0.1:0"]).args(extra);
         for s in settings {
             cmd.args(["--set", s]);
         }

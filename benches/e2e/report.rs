@@ -233,13 +233,15 @@ impl Results {
     /// The whole report.
     pub fn markdown(&self, notes: &str) -> String {
         let mut s = String::from("# Benchmarks\n\n");
+        let finished = self.finished.unwrap_or(self.started);
         let _ = writeln!(
             s,
-            "Written by the benchmark itself (`benches/e2e`), from ONE run of `{}`, {} to {} UTC. Rerun that \
-             command to regenerate this file; it takes about 25 minutes on the machine below.\n",
+            "Written by the benchmark itself (`benches/e2e`) from ONE run of `{}`, {} to {} UTC ({} minutes). \
+             Rerun that command to regenerate this file.\n",
             self.command,
             self.started.format("%Y-%m-%d %H:%M"),
-            self.finished.unwrap_or(self.started).format("%H:%M")
+            finished.format("%H:%M"),
+            (finished - self.started).num_minutes()
         );
         s.push_str("## Machine\n\n");
         for (k, v) in &self.machine {

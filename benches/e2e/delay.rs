@@ -37,6 +37,10 @@ pub struct Delays {
     pub from_produce: Vec<f64>,
     /// Seconds from the end of the bucket holding the burst (when the decision may first be taken) to the same.
     pub from_bucket_close: Vec<f64>,
+    /// Seconds from the bucket's end to the start of the transaction that decided (the outbox row's `created_at`).
+    pub to_decision: Vec<f64>,
+    /// Seconds from that transaction's start to the relay marking the state event delivered (`published_at`).
+    pub to_published: Vec<f64>,
     /// Background events per second actually sent.
     pub background_rate: f64,
 }
@@ -71,7 +75,13 @@ pub async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let producer = kafka.producer()?;
-    let mut delays = Delays { from_produce: vec![], from_bucket_close: vec![], background_rate: 0.0 };
+    let mut delays = Delays {
+        from_produce: vec![],
+        from_bucket_close: vec![],
+        to_decision: vec![],
+        to_published: vec![],
+        background_rate: 0.0,
+    };
     // Trip 0 warms up what only the first trip uses (the first incident, the relay's first delivery) and is not
     // counted; its delay is printed like the others.
     for trip in 0..=trips {
@@ -106,6 +116,16 @@ pub async fn measure(
     }
     stop.cancel();
     delays.background_rate = background.await.context("background sender panicked")??;
+    // The same trips taken apart from the outbox rows (the warm-up trip's row is the first).
+    let parts: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM created_at - (payload->>'occurred_at')::timestamptz)::float8, \
+         extract(epoch FROM published_at - created_at)::float8 FROM costsim_breaker_events \
+         WHERE payload->>'to_state' = 'open' AND published_at IS NOT NULL ORDER BY version OFFSET 1",
+    )
+    .fetch_all(pool)
+    .await
+    .context("cannot read the state events' times")?;
+    (delays.to_decision, delays.to_published) = parts.into_iter().unzip();
     watcher.abort();
     Ok(delays)
 }

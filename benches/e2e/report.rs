@@ -147,6 +147,14 @@ impl Results {
                 Box::new(|b| delay(b, |d| &d.from_bucket_close)),
             ),
             (
+                "… … of which bucket close → the deciding transaction starts, p50 / p99 (s)".into(),
+                Box::new(|b| delay(b, |d| &d.to_decision)),
+            ),
+            (
+                "… … and that start → the relay delivered the state event, p50 / p99 (s)".into(),
+                Box::new(|b| delay(b, |d| &d.to_published)),
+            ),
+            (
                 "… trips / background achieved (events/s)".into(),
                 Box::new(|b| {
                     b.delays

@@ -85,6 +85,8 @@ pub struct Drive {
     pub first_count: u64,
     /// Elapsed from the first progress to the target.
     pub elapsed: Duration,
+    /// Resident bytes of the processor as its committed count passed each whole million.
+    pub rss: Vec<(u64, u64)>,
 }
 
 impl Drive {
@@ -106,14 +108,20 @@ pub async fn drive(
     let started = Instant::now();
     let mut first: Option<(Instant, u64)> = None;
     let mut report = Instant::now();
+    let mut rss = Vec::new();
+    let mut next_million = (crate::db::processed(pool, topic).await / 1_000_000 + 1) * 1_000_000;
     loop {
         let done = crate::db::processed(pool, topic).await;
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
+        if done >= next_million {
+            rss.push((next_million, processor.rss_bytes()?));
+            next_million = (done / 1_000_000 + 1) * 1_000_000;
+        }
         if done >= target {
             let (at, first_count) = first.expect("progress seen");
-            return Ok(Drive { first_count, elapsed: at.elapsed() });
+            return Ok(Drive { first_count, elapsed: at.elapsed(), rss });
         }
         if let Supply::TopUp { feed, low, high } = &mut supply {
             let backlog = feed.produced.saturating_sub(done);

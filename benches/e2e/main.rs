@@ -5,7 +5,8 @@
 //! each phase as it goes and writes the table, the machine and the goals to `BENCHMARKS.md`.
 //!
 //! `cargo bench --bench e2e -- --mock-kafka target/release/examples/mock_kafka` with `DATABASE_URL` and
-//! `KAFKA_BROKERS` set (`scripts/bench` does all of it). Every run uses fresh databases and topics.
+//! `KAFKA_BROKERS` set (`scripts/bench` does all of it); with no options, as a plain `cargo bench` runs it, it does
+//! nothing. Every run uses fresh databases and topics.
 
 mod db;
 mod delay;
@@ -93,6 +94,12 @@ pub fn say(line: &str) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A plain `cargo bench` runs every bench target with `--bench` alone: this one needs the stack and a quarter of
+    // an hour, so it runs only when given options (`scripts/bench` gives them).
+    if std::env::args().skip(1).all(|a| a == "--bench") {
+        println!("benches/e2e runs only with options; use scripts/bench (see BENCHMARKS.md)");
+        return Ok(());
+    }
     let args = <Args as clap::Parser>::parse();
     let id = Utc::now().format("%m%d%H%M%S").to_string();
     let work = PathBuf::from("target/bench").join(&id);
@@ -264,6 +271,7 @@ async fn broker_phases(
     };
     let drive = load::drive(&pool, &kafka.results_topic, &mut processor, args.events, supply).await?;
     out.run = Some(drive.rate(args.events));
+    out.rss_path.extend(drive.rss);
     out.rss_first = Some(processor.rss_bytes()?);
     say(&format!(
         "{name}: run {:.0} events/s; resident {:.1} MiB",
@@ -277,6 +285,7 @@ async fn broker_phases(
         let supply = Supply::TopUp { feed: &mut feed, low, high };
         let drive = load::drive(&pool, &kafka.results_topic, &mut processor, args.memory_events, supply).await?;
         out.run_topped_up = Some(drive.rate(args.memory_events));
+        out.rss_path.extend(drive.rss);
         out.rss_last = Some(processor.rss_bytes()?);
         say(&format!(
             "{name}: resident {:.1} MiB after {} events",

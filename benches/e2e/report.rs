@@ -25,6 +25,8 @@ pub struct BrokerResult {
     pub rss_first: Option<u64>,
     /// Resident bytes after the memory target.
     pub rss_last: Option<u64>,
+    /// Resident bytes as the committed count passed each whole million.
+    pub rss_path: Vec<(u64, u64)>,
     /// The decision delays.
     pub delays: Option<Delays>,
     /// Why the phases stopped early.
@@ -43,11 +45,15 @@ impl BrokerResult {
             run_topped_up: None,
             rss_first: None,
             rss_last: None,
+            rss_path: Vec::new(),
             delays: None,
             failure: None,
         }
     }
 }
+
+/// A row of the table: its name and how to fill a broker's cell.
+type Row<'a> = (String, Box<dyn Fn(&BrokerResult) -> String + 'a>);
 
 /// Everything a run measured, with where and when.
 pub struct Results {
@@ -129,7 +135,7 @@ impl Results {
         t.push('\n');
         let m = millions(self.events);
         let mm = millions(self.memory_events);
-        let rows: Vec<(String, Box<dyn Fn(&BrokerResult) -> String>)> = vec![
+        let rows: Vec<Row<'_>> = vec![
             ("raw limit: plain reader of the input topic (records/s)".into(), Box::new(|b| rate(b.read))),
             (
                 "raw limit: `psql` COPY of the same provenance rows (rows/s; no broker)".into(),
@@ -173,6 +179,13 @@ impl Results {
             (
                 format!("… growth {m} → {mm}"),
                 Box::new(|b| growth(b).map_or("–".into(), |g| format!("{:+.1} %", g * 100.0))),
+            ),
+            (
+                "… resident memory as each million was committed (MiB)".into(),
+                Box::new(|b| {
+                    let path: Vec<String> = b.rss_path.iter().map(|(_, r)| format!("{:.0}", mib(*r))).collect();
+                    if path.is_empty() { "–".into() } else { path.join(", ") }
+                }),
             ),
             (
                 format!("`run` {m} → {mm} with the input produced meanwhile (events/s)"),

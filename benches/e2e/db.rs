@@ -20,6 +20,18 @@ pub async fn fresh(admin: &PgPool, admin_url: &str, name: &str) -> anyhow::Resul
     Ok(url.to_string())
 }
 
+/// Drops the databases of run `id` (`bench_<id>_*`): a run leaves gigabytes of provenance rows behind otherwise.
+pub async fn drop_run(admin: &PgPool, id: &str) -> anyhow::Result<usize> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("bench\\_{id}\\_%"))
+        .fetch_all(admin)
+        .await?;
+    for name in &names {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))).execute(admin).await?;
+    }
+    Ok(names.len())
+}
+
 /// Records of `topic` the processor has committed (the sum of its partitions' next offsets); 0 before its schema
 /// exists.
 pub async fn processed(pool: &PgPool, topic: &str) -> u64 {

@@ -82,6 +82,9 @@ struct Args {
     /// How the run was started, for the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
+    /// Keep the run's databases (`bench_<id>_*`, gigabytes) instead of dropping them at the end.
+    #[arg(long)]
+    keep_databases: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -134,6 +137,12 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&args.output, &text).with_context(|| format!("cannot write {}", args.output.display()))?;
     println!("{}", results.table());
     say(&format!("wrote {}", args.output.display()));
+    if !args.keep_databases {
+        match db::drop_run(&admin, &id).await {
+            Ok(n) => say(&format!("dropped the run's {n} databases (--keep-databases keeps them)")),
+            Err(err) => say(&format!("could not drop the run's databases bench_{id}_*: {err:#}")),
+        }
+    }
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 //! Events per second of the engine alone (drift score, window, sketch, decisions; no decoding, no I/O), on one
 //! core: `cargo bench --bench engine`. The goal is at least 1M events/s.
 //!
+//! `cargo bench --bench engine -- decode` compares the Avro decoding of simulation results: the direct reader the
+//! processor uses against apache-avro's generic reader.
+//!
 //! Input: the `spike` profile of `costsim_breaker::generate`, so the run includes a trip, probations and a
 //! recovery, at two event-time densities; the sparser one makes a decision every 1,000 events, the denser one
 //! every 10,000.
@@ -10,6 +13,7 @@ use std::hint::black_box;
 use chrono::DateTime;
 use costsim_breaker::backtest::Backtest;
 use costsim_breaker::breaker::BreakerConfig;
+use costsim_breaker::codec::{decode_simulation_result, decode_simulation_result_generic, encode_simulation_result};
 use costsim_breaker::event::SimulationResult;
 use costsim_breaker::generate::{DriftProfile, Generator, GeneratorConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -55,5 +59,19 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine);
+fn decode(c: &mut Criterion) {
+    let records: Vec<Vec<u8>> = events(100.0).iter().take(10_000).map(encode_simulation_result).collect();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(20);
+    group.bench_function("direct", |b| {
+        b.iter(|| records.iter().filter(|r| decode_simulation_result(black_box(r)).is_ok()).count())
+    });
+    group.bench_function("apache_avro_value", |b| {
+        b.iter(|| records.iter().filter(|r| decode_simulation_result_generic(black_box(r)).is_ok()).count())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine, decode);
 criterion_main!(benches);

@@ -11,7 +11,8 @@ mod legacy;
 
 pub use avro::{
     BREAKER_STATE_CHANGED_SCHEMA, SIMULATION_RESULT_SCHEMA, SchemaKind, decode_breaker_state_changed,
-    decode_simulation_result, encode_breaker_state_changed, encode_simulation_result, fingerprint_of,
+    decode_simulation_result, decode_simulation_result_generic, encode_breaker_state_changed, encode_simulation_result,
+    fingerprint_of,
 };
 pub use json::{
     JsonLines, LineError, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,

@@ -117,59 +117,61 @@ impl KafkaConfig {
         }
     }
 
-    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are. When the
-    /// broker refuses the request (a client without the right to create topics, or a broker without the API, such
-    /// as librdkafka's mock cluster), it is enough that every topic exists already.
+    /// Creates the topics of these roles that do not exist yet; existing topics are left as they are. A broker
+    /// that cannot create topics (librdkafka's mock cluster has no CreateTopics, and an admin request to it waits
+    /// for a controller until it times out; an ACL may deny it) is fine when every topic exists already: metadata
+    /// is asked at the same time, and whichever answer settles the question first wins.
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
-        match self.create_topics(roles).await {
-            Ok(()) => Ok(()),
-            Err(err) => match self.missing_topics(roles).await {
-                Ok(missing) if missing.is_empty() => Ok(()),
-                _ => Err(err),
-            },
-        }
-    }
-
-    async fn create_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
         let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics(&topics, &options)
-            .await
-            .with_context(|| format!("cannot reach Kafka at {} to create topics", self.brokers))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    anyhow::bail!("the broker at {} refused to create topic `{topic}`: {code} ({code:?})", self.brokers)
-                }
+        let create = async {
+            match admin.create_topics(&topics, &options).await {
+                Ok(results) => results.into_iter().find_map(|result| match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                    Err((topic, code)) => Some(format!(
+                        "the broker at {} refused to create topic `{topic}`: {code} ({code:?})",
+                        self.brokers
+                    )),
+                }),
+                Err(err) => Some(format!("cannot reach Kafka at {} to create topics: {err}", self.brokers)),
             }
+        };
+        // A plain thread, not the blocking pool: a runtime waits for its blocking tasks when it shuts down, and a
+        // metadata request about a topic tansu does not have yet runs into its timeout.
+        let (tx, exist) = tokio::sync::oneshot::channel();
+        let (kafka, names) = (self.clone(), roles.iter().map(|role| self.topic(*role).to_owned()).collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let _ = tx.send(kafka.all_exist(&names));
+        });
+        tokio::pin!(create, exist);
+        tokio::select! {
+            refused = &mut create => match refused {
+                None => Ok(()),
+                Some(refused) => {
+                    anyhow::ensure!(exist.await.unwrap_or(false), refused);
+                    Ok(())
+                }
+            },
+            all = &mut exist => match all {
+                Ok(true) => Ok(()),
+                _ => match create.await {
+                    None => Ok(()),
+                    Some(refused) => anyhow::bail!(refused),
+                },
+            },
         }
-        Ok(())
     }
 
-    /// The roles whose topic the broker does not know (metadata only: this client never asks for creation).
-    async fn missing_topics(&self, roles: &[TopicRole]) -> anyhow::Result<Vec<TopicRole>> {
-        let client = self.metadata_client().context("cannot create a Kafka metadata client")?;
-        let wanted: Vec<(TopicRole, String)> = roles.iter().map(|r| (*r, self.topic(*r).to_owned())).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut missing = Vec::new();
-            for (role, topic) in wanted {
-                let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10));
-                drain_events(&client, Duration::from_millis(1));
-                let known = metadata.is_ok_and(|m| {
-                    m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-                });
-                if !known {
-                    missing.push(role);
-                }
-            }
-            missing
+    /// Whether the broker has every one of these topics, with partitions; blocks on metadata requests.
+    fn all_exist(&self, names: &[String]) -> bool {
+        let Ok(client) = self.metadata_client() else { return false };
+        names.iter().all(|name| {
+            client.fetch_metadata(Some(name), Duration::from_secs(10)).is_ok_and(|m| {
+                m.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            })
         })
-        .await
-        .context("the topic lookup panicked")
     }
 
     /// How a topic of this role is created: partitions and topic-level settings.

@@ -24,16 +24,18 @@
 
 mod batch;
 mod evaluate;
+mod flow;
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +45,7 @@ use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::store::breaker::ApplySettings;
 use crate::window::WindowSpec;
+use flow::Flow;
 
 pub use batch::BatchError;
 
@@ -134,12 +137,6 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
-/// Records of one partition waiting for their transaction.
-struct Pending {
-    records: Vec<OwnedMessage>,
-    since: Instant,
-}
-
 impl Pipeline {
     fn window(&self) -> anyhow::Result<WindowSpec> {
         self.engine.window_spec().context("invalid window settings")
@@ -169,6 +166,9 @@ impl Pipeline {
     }
 
     /// Consumes until `cancel` fires, then finishes the batches in flight (within `shutdown_deadline`) and returns.
+    ///
+    /// Partitions commit concurrently, each batch on its own pooled connection, but at most one batch per
+    /// partition is in flight, so a partition's batches commit in offset order and the fence never sees a gap.
     pub async fn run(&self, cancel: CancellationToken, shutdown_deadline: Duration) -> anyhow::Result<()> {
         let window = self.window()?;
         let (assigned_tx, mut assigned) = tokio::sync::mpsc::unbounded_channel();
@@ -177,56 +177,51 @@ impl Pipeline {
         let batcher = batch::Batcher::new(self, window)?;
         let max_records = self.settings.batch_max_records as usize;
         let max_wait = Duration::from_millis(self.settings.batch_max_wait_ms);
-        let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
-        // After a seek, records of the partition still in flight from the old position are dropped until the
-        // record at the sought offset arrives.
-        let mut seeking: HashMap<i32, i64> = HashMap::new();
+        // Declared before the futures that borrow it.
+        let drain = CancellationToken::new();
+        let mut flow = Flow::default();
+        let mut in_flight = FuturesUnordered::new();
         tracing::info!(topic = %self.kafka.results_topic, group = %self.kafka.group_id, "Processor started.");
         loop {
-            let due = pending.values().map(|p| p.since + max_wait).min();
+            for (partition, records) in flow.ready(max_records, max_wait) {
+                in_flight.push(self.flush(&consumer, &batcher, partition, records, &cancel));
+            }
+            let due = flow.due(max_wait);
+            // A full batch waiting for its partition's commit stops reading, so memory stays bounded.
+            let full = flow.has_full(max_records);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(partitions) = assigned.recv() => self.register(&partitions).await?,
-                _ = sleep_until(due) => {
-                    let ready: Vec<i32> =
-                        pending.iter().filter(|(_, p)| p.since.elapsed() >= max_wait).map(|(p, _)| *p).collect();
-                    for partition in ready {
-                        let records = pending.remove(&partition).expect("listed").records;
-                        self.flush(&consumer, &batcher, partition, records, &mut seeking, &cancel).await?;
+                Some((partition, result)) = in_flight.next() => flow.settle(partition, result?),
+                Some(partitions) = assigned.recv() => {
+                    // Registering updates the partitions' offset rows, which batches in flight hold locked
+                    // until they are polled to their commit: let them finish first.
+                    while let Some((partition, result)) = in_flight.next().await {
+                        flow.settle(partition, result?);
                     }
+                    self.register(&partitions).await?;
                 }
-                message = consumer.recv() => {
-                    let message = match message {
-                        Ok(m) => m.detach(),
-                        Err(err) => {
-                            // librdkafka retries broker errors itself; they are reported, not fatal.
-                            tracing::warn!(error = %err, "Kafka consumer error.");
-                            self.metrics.transient_failures_total.with_label_values(&["kafka"]).inc();
-                            continue;
-                        }
-                    };
-                    let partition = message.partition();
-                    if let Some(target) = seeking.get(&partition).copied() {
-                        if message.offset() != target {
-                            continue;
-                        }
-                        seeking.remove(&partition);
+                _ = sleep_until(due) => {}
+                message = consumer.recv(), if !full => match message {
+                    Ok(m) => flow.push(m.detach()),
+                    Err(err) => {
+                        // librdkafka retries broker errors itself; they are reported, not fatal.
+                        tracing::warn!(error = %err, "Kafka consumer error.");
+                        self.metrics.transient_failures_total.with_label_values(&["kafka"]).inc();
                     }
-                    let entry = pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), since: Instant::now() });
-                    entry.records.push(message);
-                    if entry.records.len() >= max_records {
-                        let records = pending.remove(&partition).expect("present").records;
-                        self.flush(&consumer, &batcher, partition, records, &mut seeking, &cancel).await?;
-                    }
-                }
+                },
             }
         }
         // Finish what was read: commit it now rather than have the next owner read it again.
-        let drain = CancellationToken::new();
         let finishing = async {
-            for (partition, p) in std::mem::take(&mut pending) {
-                self.flush(&consumer, &batcher, partition, p.records, &mut seeking, &drain).await?;
+            while let Some((partition, result)) = in_flight.next().await {
+                flow.settle(partition, result?);
+            }
+            for (partition, records) in flow.take_all() {
+                in_flight.push(self.flush(&consumer, &batcher, partition, records, &drain));
+            }
+            while let Some((_, result)) = in_flight.next().await {
+                result?;
             }
             anyhow::Ok(())
         };
@@ -242,16 +237,27 @@ impl Pipeline {
     }
 
     /// Commits one partition's batch, retrying transient failures with capped backoff until it commits or `cancel`
-    /// fires (then the records are simply left for the next owner: nothing was committed).
+    /// fires (then the records are simply left for the next owner: nothing was committed). Returns the partition
+    /// and, when it had to seek back, the offset it seeks to.
     async fn flush(
         &self,
         consumer: &StreamConsumer<Context>,
         batcher: &batch::Batcher<'_>,
         partition: i32,
         records: Vec<OwnedMessage>,
-        seeking: &mut HashMap<i32, i64>,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> (i32, anyhow::Result<Option<i64>>) {
+        (partition, self.commit_batch(consumer, batcher, partition, records, cancel).await)
+    }
+
+    async fn commit_batch(
+        &self,
+        consumer: &StreamConsumer<Context>,
+        batcher: &batch::Batcher<'_>,
+        partition: i32,
+        records: Vec<OwnedMessage>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Option<i64>> {
         let started = records.first().map(|_| Instant::now());
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -279,7 +285,7 @@ impl Pipeline {
                     let delay = backoff.next().expect("retries forever");
                     tracing::warn!(partition, error = %err, retry_in = ?delay, "Batch not committed; retrying.");
                     tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
+                        _ = cancel.cancelled() => return Ok(None),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -302,16 +308,14 @@ impl Pipeline {
                 tracing::info!(partition, offset, "Seeking to the offset recorded in PostgreSQL.");
                 let topic = &self.kafka.results_topic;
                 match consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
-                    Ok(()) => {
-                        seeking.insert(partition, offset);
-                    }
+                    Ok(()) => return Ok(Some(offset)),
                     // The fence refuses the partition's next batch too, which asks for the seek again.
                     Err(err) => tracing::warn!(partition, offset, error = %err, "Seek failed; will retry."),
                 }
             }
             batch::Outcome::AlreadyDone => {}
         }
-        Ok(())
+        Ok(None)
     }
 }
 

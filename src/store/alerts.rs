@@ -226,10 +226,13 @@ pub async fn still_firing(conn: &mut PgConnection, alert: &Firing) -> Result<boo
         Firing::Incident { breaker, incident_id } => (breaker, Some(incident_id)),
         Firing::Warning { breaker } => (breaker, None),
     };
-    let row = sqlx::query("SELECT state, incident_id, warning_active FROM costsim_cb_state WHERE name = $1 FOR UPDATE")
-        .bind(breaker)
-        .fetch_optional(conn)
-        .await?;
+    // NO KEY UPDATE, as `breaker::lock` takes it (see there why).
+    let row = sqlx::query(
+        "SELECT state, incident_id, warning_active FROM costsim_cb_state WHERE name = $1 FOR NO KEY UPDATE",
+    )
+    .bind(breaker)
+    .fetch_optional(conn)
+    .await?;
     let Some(row) = row else { return Ok(false) };
     let state: String = row.try_get("state")?;
     Ok(match incident {

@@ -112,8 +112,12 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<BreakerRo
 }
 
 /// One breaker, locked until the transaction ends: every decision about it is taken under this lock.
+///
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: batches take `FOR KEY SHARE` on the row first (the foreign key of their
+/// bucket rows), and two batches upgrading that to `FOR UPDATE` at once deadlock; `NO KEY UPDATE` still excludes
+/// every other decision and update of the row, and the name (its key) never changes.
 pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Option<BreakerRow>, sqlx::Error> {
-    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state WHERE name = $1 FOR UPDATE"))
+    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state WHERE name = $1 FOR NO KEY UPDATE"))
         .bind(name)
         .fetch_optional(conn)
         .await?;

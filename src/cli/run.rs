@@ -48,6 +48,10 @@ pub struct RunArgs {
 
 /// Runs the processor until a signal, then shuts down within the deadline.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Installed before anything else: SIGTERM during start-up (connecting, migrating, creating topics) ends the
+    // process cleanly instead of killing it by the default action.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     // Refused before anything starts: with nowhere to send alerts, trips would go unnoticed.
     let delivery = args.alerts.delivery().context("invalid alert settings")?;
     let engine = BreakerConfig::from_env(std::env::vars())
@@ -55,20 +59,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("invalid breaker settings")?;
     // Both URLs are checked before anything connects, so a bad one is refused by name at once.
     let leader_options = args.database.leader_options()?;
-    let pool = args.database.connect().await?;
-    args.database.migrate_directly().await?;
-    let mut conn = pool.acquire().await?;
-    store::breaker::ensure(&mut conn, &args.pipeline.breaker).await?;
-    drop(conn);
-    args.kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
+    let start = async {
+        let pool = args.database.connect().await?;
+        args.database.migrate_directly().await?;
+        let mut conn = pool.acquire().await?;
+        store::breaker::ensure(&mut conn, &args.pipeline.breaker).await?;
+        drop(conn);
+        args.kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
+        let listener = tokio::net::TcpListener::bind(args.http.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http.addr))?;
+        anyhow::Ok((pool, listener))
+    };
+    // Start-up can wait long on an unreachable database or broker: a SIGTERM meanwhile stops it at once.
+    let (pool, listener) = tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("Shutdown requested during start-up; stopping before the processor started.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        started = start => started?,
+    };
 
     let apply = args.identity.apply_settings(&engine);
     let holder = format!("{}/{}", apply.instance, std::process::id());
     let metrics = Metrics::new();
     let health = http::Health::new();
-    let listener = tokio::net::TcpListener::bind(args.http.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http.addr))?;
     let state =
         http::AppState::new(metrics.clone(), health.clone(), pool.clone(), &args.kafka, args.http.probe_timeout())
             .context("cannot create the broker probe")?;
@@ -159,7 +174,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         timers::run(pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone(), job)
     });
 
-    let signal = shutdown_signal();
+    let signal = shutdown_signal(&mut term);
     tokio::pin!(signal);
     let mut failure = None;
     loop {
@@ -216,8 +231,7 @@ fn spawn_leader_job<F, Fut>(
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+async fn shutdown_signal(term: &mut tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -1,6 +1,7 @@
 //! The `produce` and `watch` subcommands, run as a user runs them.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use costsim_breaker::codec::{
     breaker_state_changed_from_json, encode_breaker_state_changed, simulation_result_from_json,
@@ -131,4 +132,24 @@ async fn a_reporting_command_whose_reader_goes_away_ends_quietly_instead_of_pani
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
+
+#[tokio::test]
+async fn sigterm_while_run_waits_for_its_database_at_start_up_ends_it_cleanly_at_once() {
+    // A "database" that accepts connections and never answers: start-up waits on it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("postgres://postgres@{}/nowhere", silent.local_addr().unwrap());
+    let mut child = command(&fresh_kafka())
+        .args(["run", "--alerts", "off"])
+        .env("DATABASE_URL", &url)
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env_remove("COSTSIM_LEADER_DATABASE_URL")
+        .spawn()
+        .unwrap();
+    // Its first connection attempt proves it is in start-up, past installing its SIGTERM handler.
+    let (_held, _) = tokio::time::timeout(DEADLINE, silent.accept()).await.expect("run connects").unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits at once").unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -49,10 +49,12 @@ fn config(count: u64) -> GeneratorConfig {
     }
 }
 
-/// Sends `count` malformed records through a live `run` on the stack's broker; checks the DLQ holds each once with
-/// its reason and the offsets reached the end. Prints one `faults-row` line.
+/// Sends `count` malformed records through a live `run` on a private tansu broker (a flood would slow the shared
+/// broker down for every other test); checks the DLQ holds each once with its reason and the offsets reached the
+/// end. Prints one `faults-row` line.
 async fn flood(pool: PgPool, count: usize) {
-    let kafka = fresh_kafka(&stack_brokers(), PARTITIONS);
+    let (_broker, private) = crate::support::private_kafka().await;
+    let kafka = fresh_kafka(&private.brokers, PARTITIONS);
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
     flood_on(pool, &kafka, "malformed-records-to-dlq", &[], count).await;
 }

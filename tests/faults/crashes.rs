@@ -50,6 +50,9 @@ async fn crash_scenario(events: u64, kills: u64, test: &'static str) {
         if i == kills {
             // The last one runs to the end.
             committed_at_least(&crashed_db, n, deadline).await;
+            // When the killed runs already committed everything, this one may not be up yet: SIGTERM only once it
+            // serves, so it is the shutdown that is tested, not a signal racing the process's own start.
+            run.http_addr().await;
             run.terminate().await;
             break;
         }

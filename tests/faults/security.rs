@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
 
-use crate::child::{RunSpec, database_url, fresh_kafka, stack_brokers, wait_for};
+use crate::child::{RunSpec, database_url, fresh_kafka, wait_for};
 
 /// A role with a password on the shared PostgreSQL, owning the test's database; dropped at the end.
 struct Role {
@@ -105,7 +105,9 @@ async fn full_run(pool: &PgPool, role: &Role) {
     url.set_password(Some(&role.password)).unwrap();
     let (admin, reader) = (format!("adm-{}", uuid::Uuid::new_v4()), format!("rd-{}", uuid::Uuid::new_v4()));
     let am_password = format!("am-{}", uuid::Uuid::new_v4());
-    let kafka = fresh_kafka(&stack_brokers(), 1);
+    // A private broker: the shared one serves every other test at the same time.
+    let (_broker, private) = crate::support::private_kafka().await;
+    let kafka = fresh_kafka(&private.brokers, 1);
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
 
     let mut run = RunSpec::new(&kafka, url.to_string())

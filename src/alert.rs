@@ -113,8 +113,13 @@ pub fn reannotated(previous: &Value, current: &Value) -> Value {
 /// The label set of a breaker's drift warning: like an incident's, with its own alert name, severity `p2` and no
 /// `incident_id` (the warning band opens no incident).
 pub fn warning_labels(breaker: &str, instance: &str) -> Value {
+    breaker_p2_labels(DRIFT_WARNING_ALERT, breaker, instance)
+}
+
+/// The labels of a P2 alert about a breaker that opens no incident: one alert per name and breaker.
+fn breaker_p2_labels(alertname: &str, breaker: &str, instance: &str) -> Value {
     json!({
-        "alertname": DRIFT_WARNING_ALERT,
+        "alertname": alertname,
         "severity": "p2",
         "component": "costsim",
         "circuit_breaker": breaker,
@@ -156,13 +161,7 @@ pub fn warning(
 
 /// The label set of a breaker's failing-canary alert: one alert per breaker, whichever run raised it.
 pub fn canary_labels(breaker: &str, instance: &str) -> Value {
-    json!({
-        "alertname": CANARY_ALERT,
-        "severity": "p2",
-        "component": "costsim",
-        "circuit_breaker": breaker,
-        "instance": instance,
-    })
+    breaker_p2_labels(CANARY_ALERT, breaker, instance)
 }
 
 /// What a failed canary says, for people.

@@ -49,11 +49,21 @@ pub async fn firing_payload(conn: &mut PgConnection, incident_id: &str) -> Resul
 
 /// The newest firing drift-warning payload queued for a breaker.
 pub async fn warning_payload(conn: &mut PgConnection, breaker: &str) -> Result<Option<Value>, sqlx::Error> {
+    newest_payload(conn, breaker, "warning").await
+}
+
+/// The newest payload of this alert type queued for a breaker (alerts without an incident repeat its labels).
+pub async fn newest_payload(
+    conn: &mut PgConnection,
+    breaker: &str,
+    alert_type: &str,
+) -> Result<Option<Value>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT payload FROM costsim_alert_queue WHERE circuit_breaker_name = $1 AND alert_type = 'warning' \
+        "SELECT payload FROM costsim_alert_queue WHERE circuit_breaker_name = $1 AND alert_type = $2 \
          ORDER BY id DESC LIMIT 1",
     )
     .bind(breaker)
+    .bind(alert_type)
     .fetch_optional(conn)
     .await
 }

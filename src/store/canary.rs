@@ -274,15 +274,7 @@ pub async fn record_signal(
             Signal::Raised
         }
         (crate::canary::CanaryStatus::Pass, true) => {
-            let firing: Option<Value> = sqlx::query_scalar(
-                "SELECT payload FROM costsim_alert_queue WHERE circuit_breaker_name = $1 AND alert_type = $2 \
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(breaker)
-            .bind(FAILING_TYPE)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(firing) = firing {
+            if let Some(firing) = alerts::newest_payload(conn, breaker, FAILING_TYPE).await? {
                 alerts::enqueue(conn, &alert::resolved(&firing, report.timestamp), RESOLVED_TYPE, breaker, None)
                     .await?;
             }

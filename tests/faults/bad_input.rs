@@ -53,8 +53,8 @@ fn config(count: u64) -> GeneratorConfig {
 /// broker down for every other test); checks the DLQ holds each once with its reason and the offsets reached the
 /// end. Prints one `faults-row` line.
 async fn flood(pool: PgPool, count: usize) {
-    let (_broker, private) = crate::support::private_kafka().await;
-    let kafka = fresh_kafka(&private.brokers, PARTITIONS);
+    let broker = crate::support::private_broker().await;
+    let kafka = fresh_kafka(&broker.brokers(), PARTITIONS);
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
     flood_on(pool, &kafka, "malformed-records-to-dlq", &[], count).await;
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::oracle::{audit, decisions, topic_ends};
+use crate::support::oracle::{Audit, Decisions, audit, decisions, topic_ends};
 use crate::support::processor::{Processor, health};
 use crate::support::report::Row;
 use crate::support::services::{PrivateBroker, PrivatePostgres};
@@ -26,6 +26,17 @@ async fn health_becomes(addr: SocketAddr, status: u16, dependency: &str, state: 
 }
 
 /// Every state event reached the state topic (the relay caught up after the fault).
+/// The end of a restart scenario: every event committed and every state event published, then the processor stopped
+/// with SIGTERM; returns what was lost or duplicated and the decisions, after checking one incident per trip.
+async fn finish(db: &Database, ends: &[(i32, i64)], n: i64, deadline: Duration, run: Processor) -> (Audit, Decisions) {
+    committed_at_least(db, n, deadline).await;
+    all_state_events_published(db).await;
+    let (counts, made) = (audit(db, ends).await, decisions(db).await);
+    assert!(made.trips() >= 1 && made.incidents.len() == made.trips(), "one incident per trip: {made:#?}");
+    run.terminate().await;
+    (counts, made)
+}
+
 async fn all_state_events_published(db: &Database) {
     poll("every state event published", DEADLINE, async || {
         (db.scalar("SELECT count(*) FROM costsim_breaker_events WHERE published_at IS NULL").await == 0).then_some(())
@@ -61,11 +72,7 @@ async fn broker_restarts(events: u64, restarts: u64, test: &'static str) {
         recoveries.push(restarted.elapsed().max(ready));
         assert!(run.is_running(), "the processor stays up across a broker restart (log: {:?})", run.log);
     }
-    committed_at_least(&db, n, deadline).await;
-    all_state_events_published(&db).await;
-    let (counts, made) = (audit(&db, &ends).await, decisions(&db).await);
-    assert!(made.trips() >= 1 && made.incidents.len() == made.trips(), "one incident per trip: {made:#?}");
-    run.terminate().await;
+    let (counts, made) = finish(&db, &ends, n, deadline, run).await;
     Row {
         scenario: format!("broker (tansu) {} and restarted mid-run", if graceful { "stopped" } else { "killed" }),
         runs: restarts,
@@ -110,11 +117,7 @@ async fn postgres_restarts(events: u64, restarts: u64, test: &'static str) {
         );
         assert!(run.is_running(), "the processor stays up across a PostgreSQL restart (log: {:?})", run.log);
     }
-    committed_at_least(&db, n, deadline).await;
-    all_state_events_published(&db).await;
-    let (counts, made) = (audit(&db, &ends).await, decisions(&db).await);
-    assert!(made.trips() >= 1 && made.incidents.len() == made.trips(), "one incident per trip: {made:#?}");
-    run.terminate().await;
+    let (counts, made) = finish(&db, &ends, n, deadline, run).await;
     Row {
         scenario: "PostgreSQL restarted mid-run".into(),
         runs: restarts,

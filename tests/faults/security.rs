@@ -106,8 +106,8 @@ async fn full_run(pool: &PgPool, role: &Role) {
     let (admin, reader) = (format!("adm-{}", uuid::Uuid::new_v4()), format!("rd-{}", uuid::Uuid::new_v4()));
     let am_password = format!("am-{}", uuid::Uuid::new_v4());
     // A private broker: the shared one serves every other test at the same time.
-    let (_broker, private) = crate::support::private_kafka().await;
-    let kafka = fresh_kafka(&private.brokers, 1);
+    let broker = crate::support::private_broker().await;
+    let kafka = fresh_kafka(&broker.brokers(), 1);
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
 
     let mut run = RunSpec::new(&kafka, url.to_string())

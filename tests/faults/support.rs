@@ -26,18 +26,7 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Topics and a group that exist for one scenario only, on `brokers`, with their topics created.
 pub async fn fresh_kafka(brokers: &str) -> KafkaConfig {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let id = &id[..12];
-    let kafka = KafkaConfig {
-        brokers: brokers.to_owned(),
-        results_topic: format!("faults-{id}.results"),
-        state_topic: format!("faults-{id}.state"),
-        dlq_topic: format!("faults-{id}.dlq"),
-        group_id: format!("faults-{id}"),
-        results_partitions: 3,
-        replication_factor: 1,
-        options: Vec::new(),
-    };
+    let kafka = crate::child::fresh_kafka(brokers, 3);
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.expect("topics");
     kafka
 }
@@ -45,9 +34,15 @@ pub async fn fresh_kafka(brokers: &str) -> KafkaConfig {
 /// A private broker for one scenario, with the scenario's topics created on it. The shared broker serves every
 /// engineer's tests at once; a scenario that counts recovery times and drives a million records must not share it.
 pub async fn private_kafka() -> (services::PrivateBroker, KafkaConfig) {
-    let broker = services::PrivateBroker::start().await;
+    let broker = private_broker().await;
     let kafka = fresh_kafka(&broker.brokers()).await;
     (broker, kafka)
+}
+
+/// A private broker with no topic yet, for tests that name their own (see [`private_kafka`] for why not the shared
+/// one).
+pub async fn private_broker() -> services::PrivateBroker {
+    services::PrivateBroker::start().await
 }
 
 /// The same topics read by another consumer group, so a second processor makes its own, independent run.

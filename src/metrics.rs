@@ -68,6 +68,11 @@ pub struct Metrics {
     pub outbox_lag_seconds: prometheus::Gauge,
     /// Transient failures (database or broker unreachable) that made a batch wait and retry.
     pub transient_failures_total: IntCounterVec,
+    /// Records of the results topic the broker deleted before they were applied (each range is a row of
+    /// `costsim_lost_records`).
+    pub records_lost_to_retention_total: IntCounter,
+    /// Offsets skipped because they hold no readable record (transaction markers, aborted or compacted records).
+    pub offsets_skipped_total: IntCounter,
     /// Unix time of the last successful refresh of the gauges read from PostgreSQL.
     pub gauges_refreshed_timestamp_seconds: prometheus::Gauge,
 }
@@ -109,6 +114,11 @@ impl Metrics {
             prometheus::Gauge::new("costsim_outbox_lag_seconds", "Age of the oldest unpublished state event.")
                 .expect("valid");
         registry.register(Box::new(outbox_lag_seconds.clone())).expect("unique metric");
+        let counter = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
         let gauges_refreshed_timestamp_seconds = prometheus::Gauge::new(
             "costsim_gauges_refreshed_timestamp_seconds",
             "Unix time of the last refresh of the gauges read from PostgreSQL.",
@@ -220,6 +230,14 @@ impl Metrics {
                 "costsim_transient_failures_total",
                 "Batches that waited for an unreachable dependency.",
                 &["dependency"],
+            ),
+            records_lost_to_retention_total: counter(
+                "costsim_records_lost_to_retention_total",
+                "Records the broker deleted before they were applied.",
+            ),
+            offsets_skipped_total: counter(
+                "costsim_offsets_skipped_total",
+                "Offsets skipped that hold no readable record (transaction markers, aborted or compacted records).",
             ),
             gauges_refreshed_timestamp_seconds,
             registry,

@@ -15,16 +15,23 @@
 //! - undecodable or invalid records go to the dead-letter topic, and the delivery is confirmed before the
 //!   transaction that advances past them commits (a crash in between may repeat a dead letter, never lose one);
 //! - a transient failure (database or broker unreachable) rolls back and retries with capped backoff; the offset
-//!   does not move meanwhile.
+//!   does not move meanwhile;
+//! - offsets skipped inside one continuous read of librdkafka's (see [`flow::Batch`]) are accounted for in the
+//!   transaction that moves past them: below the partition's log start they are records the broker deleted
+//!   before they were applied (retention outran the processor), each range a row of `costsim_lost_records`, an
+//!   error and `costsim_records_lost_to_retention_total`; above it they hold no readable record (transaction
+//!   markers, aborted or compacted records) and are counted in `costsim_offsets_skipped_total`. A batch that starts
+//!   past the stored offset without such a read behind it makes the partition seek back first.
 //!
-//! It depends on: PostgreSQL being the only writer of these tables' truth, and the results topic not being
-//! compacted or transactional (offsets of a partition are consecutive). Kafka group commits are made after each
-//! transaction for lag tools only; nothing reads them back except as a starting position, which the fence
-//! corrects.
+//! It depends on: PostgreSQL being the only writer of these tables' truth, and librdkafka delivering a
+//! partition's records in offset order within a read, discarding what it fetched before a seek. Kafka group
+//! commits are made after each transaction for lag tools only; nothing reads them back except as a starting
+//! position, which the fence corrects.
 
 mod batch;
 mod evaluate;
 mod flow;
+mod gaps;
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +40,6 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -45,7 +51,8 @@ use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::store::breaker::ApplySettings;
 use crate::window::WindowSpec;
-use flow::Flow;
+use evaluate::JudgeSchedule;
+use flow::{Batch, Flow};
 
 pub use batch::BatchError;
 
@@ -177,28 +184,40 @@ impl Pipeline {
         let batcher = batch::Batcher::new(self, window)?;
         let max_records = self.settings.batch_max_records as usize;
         let max_wait = Duration::from_millis(self.settings.batch_max_wait_ms);
+        // A partition counts as idle this long after its last commit (plus a batch wait of margin).
+        let idle_partitions = Duration::from_secs_f64(self.settings.idle_partition_seconds) + max_wait;
         // Declared before the futures that borrow it.
         let drain = CancellationToken::new();
         let mut flow = Flow::default();
         let mut in_flight = FuturesUnordered::new();
+        let mut judge = JudgeSchedule::default();
         tracing::info!(topic = %self.kafka.results_topic, group = %self.kafka.group_id, "Processor started.");
         loop {
-            for (partition, records) in flow.ready(max_records, max_wait) {
-                in_flight.push(self.flush(&consumer, &batcher, partition, records, &cancel));
+            if flow.is_idle() && judge.take_due(Instant::now()) {
+                self.judge_closed_buckets(window).await;
             }
-            let due = flow.due(max_wait);
+            for (partition, batch) in flow.ready(max_records, max_wait) {
+                in_flight.push(self.flush(&consumer, &batcher, partition, batch, &cancel));
+            }
+            // Only a loop with nothing to commit judges on its own; otherwise the next batch judges.
+            let judge_due = if flow.is_idle() { judge.next() } else { None };
+            let due = [flow.due(max_wait), judge_due].into_iter().flatten().min();
             // A full batch waiting for its partition's commit stops reading, so memory stays bounded.
             let full = flow.has_full(max_records);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some((partition, result)) = in_flight.next() => flow.settle(partition, result?),
+                Some((partition, result)) = in_flight.next() => {
+                    flow.settle(partition, result?);
+                    judge.after_batch(Instant::now(), max_wait, idle_partitions);
+                }
                 Some(partitions) = assigned.recv() => {
                     // Registering updates the partitions' offset rows, which batches in flight hold locked
                     // until they are polled to their commit: let them finish first.
                     while let Some((partition, result)) = in_flight.next().await {
                         flow.settle(partition, result?);
                     }
+                    flow.reassigned(&partitions);
                     self.register(&partitions).await?;
                 }
                 _ = sleep_until(due) => {}
@@ -217,8 +236,8 @@ impl Pipeline {
             while let Some((partition, result)) = in_flight.next().await {
                 flow.settle(partition, result?);
             }
-            for (partition, records) in flow.take_all() {
-                in_flight.push(self.flush(&consumer, &batcher, partition, records, &drain));
+            for (partition, batch) in flow.take_all() {
+                in_flight.push(self.flush(&consumer, &batcher, partition, batch, &drain));
             }
             while let Some((_, result)) = in_flight.next().await {
                 result?;
@@ -244,10 +263,10 @@ impl Pipeline {
         consumer: &StreamConsumer<Context>,
         batcher: &batch::Batcher<'_>,
         partition: i32,
-        records: Vec<OwnedMessage>,
+        batch: Batch,
         cancel: &CancellationToken,
     ) -> (i32, anyhow::Result<Option<i64>>) {
-        (partition, self.commit_batch(consumer, batcher, partition, records, cancel).await)
+        (partition, self.commit_batch(consumer, batcher, partition, batch, cancel).await)
     }
 
     async fn commit_batch(
@@ -255,10 +274,10 @@ impl Pipeline {
         consumer: &StreamConsumer<Context>,
         batcher: &batch::Batcher<'_>,
         partition: i32,
-        records: Vec<OwnedMessage>,
+        batch: Batch,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Option<i64>> {
-        let started = records.first().map(|_| Instant::now());
+        let started = batch.records.first().map(|_| Instant::now());
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             // Jitter adds up to the delay again: at most 10 s between tries.
@@ -267,7 +286,7 @@ impl Pipeline {
             .without_max_times()
             .build();
         let outcome = loop {
-            match batcher.commit(partition, &records).await {
+            match batcher.commit(partition, &batch).await {
                 Ok(outcome) => {
                     self.health.set_ready(Dependency::Postgres);
                     self.health.set_ready(Dependency::Kafka);
@@ -276,6 +295,9 @@ impl Pipeline {
                 Err(err) => {
                     let (dependency, reason) = match &err {
                         BatchError::Database(e) => (Dependency::Postgres, describe_db_error(e)),
+                        BatchError::LogStart { topic, .. } => {
+                            (Dependency::Kafka, format!("cannot read the log start of {topic}"))
+                        }
                         BatchError::DeadLetter { topic, .. } => {
                             (Dependency::Kafka, format!("cannot write the dead-letter topic {topic}"))
                         }
@@ -320,6 +342,14 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Judges the buckets that closed without a batch to carry the decision; a failure waits for the next batch.
+    async fn judge_closed_buckets(&self, window: WindowSpec) {
+        if let Err(err) = evaluate::in_own_transaction(self, window).await {
+            tracing::warn!(error = %describe_db_error(&err), "Judging closed buckets failed; the next batch will.");
+            self.metrics.transient_failures_total.with_label_values(&[Dependency::Postgres.as_str()]).inc();
+        }
+    }
+
     /// Registers every partition of the results topic with its broker watermarks, so partitions with a backlog
     /// hold the merged watermark back from the start.
     async fn register_all(&self, consumer: &StreamConsumer<Context>) -> anyhow::Result<()> {

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer as _};
+use sqlx::PgConnection;
 
-use super::Pipeline;
+use super::flow::Batch;
+use super::{Pipeline, gaps};
 use crate::codec::decode_simulation_result;
 use crate::drift::{Observation, Verdict};
 use crate::event::SimulationResult;
@@ -16,12 +18,26 @@ use crate::kafka::ConfirmedSender;
 use crate::store::{buckets, offsets, provenance};
 use crate::window::{Bucket, WindowSpec};
 
+/// How long the broker may take to say where a partition's log starts.
+const LOG_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a batch did not commit; every variant is transient: the batch is retried as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// PostgreSQL failed or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The partition's log start could not be read from the broker (to tell deleted records from offsets
+    /// without a readable record).
+    #[error("log start of {topic} partition {partition}: {message}")]
+    LogStart {
+        /// The results topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What failed.
+        message: String,
+    },
     /// The dead-letter topic could not be written.
     #[error("dead-letter topic {topic}: {message}")]
     DeadLetter {
@@ -69,10 +85,13 @@ impl<'p> Batcher<'p> {
     }
 
     /// Applies the records of one partition (in offset order) in one transaction.
-    pub async fn commit(&self, partition: i32, records: &[OwnedMessage]) -> Result<Outcome, BatchError> {
+    pub async fn commit(&self, partition: i32, batch: &Batch) -> Result<Outcome, BatchError> {
         let p = self.pipeline;
         let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
-        let Some(first) = records.first() else { return Ok(Outcome::AlreadyDone) };
+        let records = &batch.records;
+        let (Some(first), Some(vouched_from)) = (records.first(), batch.vouched_from()) else {
+            return Ok(Outcome::AlreadyDone);
+        };
         let mut tx = p.pool.begin().await?;
         let position = offsets::lock(&mut tx, group, topic, partition, first.offset()).await?;
         let fresh: Vec<&OwnedMessage> = records.iter().filter(|m| m.offset() >= position.next_offset).collect();
@@ -80,10 +99,11 @@ impl<'p> Batcher<'p> {
             p.metrics.events_total.with_label_values(&["duplicate"]).inc_by(records.len() as u64);
             return Ok(Outcome::AlreadyDone);
         };
-        if head.offset() > position.next_offset {
-            // Records between the stored offset and this batch were never applied: read them first.
+        if head.offset() > position.next_offset && vouched_from > position.next_offset {
+            // Records between the stored offset and this batch were never read: read them first.
             return Ok(Outcome::Seek(position.next_offset));
         }
+        self.account_for_gaps(&mut tx, partition, position.next_offset, &fresh).await?;
         p.metrics.events_total.with_label_values(&["duplicate"]).inc_by((records.len() - fresh.len()) as u64);
 
         let now = Utc::now();
@@ -126,6 +146,60 @@ impl<'p> Batcher<'p> {
         super::evaluate::closed_buckets(p, self.window, &mut tx, evaluated_at).await?;
         tx.commit().await?;
         Ok(Outcome::Committed { next_offset, records: fresh.len() })
+    }
+
+    /// Records what the batch's read skipped from `start` on: records the broker deleted unread become rows of
+    /// `costsim_lost_records` and an error; offsets without a readable record are only counted.
+    async fn account_for_gaps(
+        &self,
+        tx: &mut PgConnection,
+        partition: i32,
+        start: i64,
+        fresh: &[&OwnedMessage],
+    ) -> Result<(), BatchError> {
+        let gaps = gaps::skipped(start, fresh.iter().map(|m| m.offset()));
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        let p = self.pipeline;
+        let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
+        let log_start = self.log_start(partition).await?;
+        for gap in gaps {
+            let split = gaps::split(gap, log_start);
+            if let Some(lost) = split.deleted {
+                tracing::error!(
+                    topic,
+                    partition,
+                    first_offset = lost.start,
+                    end_offset = lost.end,
+                    log_start,
+                    records = lost.end - lost.start,
+                    "Records were deleted by the broker before they were applied; recorded in costsim_lost_records."
+                );
+                offsets::record_lost(tx, group, topic, partition, lost.clone(), log_start).await?;
+                p.metrics.records_lost_to_retention_total.inc_by((lost.end - lost.start) as u64);
+            }
+            if let Some(skipped) = split.unreadable {
+                tracing::debug!(
+                    topic,
+                    partition,
+                    first_offset = skipped.start,
+                    end_offset = skipped.end,
+                    "Skipped offsets without a readable record."
+                );
+                p.metrics.offsets_skipped_total.inc_by((skipped.end - skipped.start) as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition's log start offset, asked of the broker.
+    async fn log_start(&self, partition: i32) -> Result<i64, BatchError> {
+        let topic = self.pipeline.kafka.results_topic.as_str();
+        // A metadata round trip, made only when a batch skips offsets.
+        tokio::task::block_in_place(|| self.dlq.client().fetch_watermarks(topic, partition, LOG_START_TIMEOUT))
+            .map(|(low, _high)| low)
+            .map_err(|e| BatchError::LogStart { topic: topic.to_owned(), partition, message: e.to_string() })
     }
 
     /// Buckets starting before this time can be in no window judged after `evaluated_at`, so events for them are

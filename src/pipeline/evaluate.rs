@@ -1,6 +1,8 @@
 //! The breaker decisions of the buckets that closed, taken under the breaker row's lock in the batch's
 //! transaction.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgConnection;
 
@@ -64,6 +66,50 @@ pub async fn closed_buckets(
     Ok(())
 }
 
+/// Judges the buckets that closed in a transaction of its own, for when no batch comes to carry the decision.
+pub async fn in_own_transaction(p: &Pipeline, window: WindowSpec) -> Result<(), sqlx::Error> {
+    let mut tx = p.pool.begin().await?;
+    let seen = breaker::get(&mut tx, &p.settings.breaker).await?.and_then(|row| row.last_evaluated_at);
+    closed_buckets(p, window, &mut tx, seen).await?;
+    tx.commit().await
+}
+
+/// When the processing loop judges closed buckets on its own, outside a batch: once the loop has had nothing to
+/// commit for a batch wait after a commit (batches of different partitions that committed concurrently did not
+/// see each other's progress, so the last ones of a stream that ran dry may have judged too little), and once
+/// more when the partitions that committed last have turned idle (the merged watermark then moves on without a
+/// new record). Time is a parameter.
+#[derive(Debug, Default)]
+pub struct JudgeSchedule {
+    quiet: Option<Instant>,
+    idle: Option<Instant>,
+}
+
+impl JudgeSchedule {
+    /// A batch finished at `now`: judge once the loop stays quiet `quiet_after`, and again after `idle_after`.
+    pub fn after_batch(&mut self, now: Instant, quiet_after: Duration, idle_after: Duration) {
+        self.quiet = Some(now + quiet_after);
+        self.idle = Some(now + idle_after);
+    }
+
+    /// The next time a pass is due, if any.
+    pub fn next(&self) -> Option<Instant> {
+        self.quiet.into_iter().chain(self.idle).min()
+    }
+
+    /// Whether a pass is due at `now`; the due times passed are used up.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        let mut due = false;
+        for slot in [&mut self.quiet, &mut self.idle] {
+            if slot.is_some_and(|at| at <= now) {
+                *slot = None;
+                due = true;
+            }
+        }
+        due
+    }
+}
+
 /// The ends of the buckets to judge: each one after `last` up to `closed_until`.
 fn bucket_ends(last: DateTime<Utc>, closed_until: DateTime<Utc>, step: TimeDelta) -> Vec<DateTime<Utc>> {
     let count = ((closed_until - last).num_milliseconds() / step.num_milliseconds().max(1)).max(0) as usize;
@@ -102,6 +148,31 @@ mod tests {
     fn every_bucket_closed_since_the_last_decision_is_judged_in_order() {
         assert_eq!(bucket_ends(at(70), at(100), TimeDelta::seconds(10)), [at(80), at(90), at(100)]);
         assert!(bucket_ends(at(100), at(100), TimeDelta::seconds(10)).is_empty());
+    }
+
+    #[test]
+    fn a_finished_batch_schedules_a_quiet_pass_then_an_idle_pass_each_once() {
+        let t0 = Instant::now();
+        let mut judge = JudgeSchedule::default();
+        assert!(judge.next().is_none() && !judge.take_due(t0));
+        judge.after_batch(t0, Duration::from_millis(100), Duration::from_secs(10));
+        assert_eq!(judge.next(), Some(t0 + Duration::from_millis(100)));
+        assert!(!judge.take_due(t0 + Duration::from_millis(50)));
+        assert!(judge.take_due(t0 + Duration::from_millis(100)));
+        assert!(!judge.take_due(t0 + Duration::from_millis(200)), "the quiet pass is used up");
+        assert_eq!(judge.next(), Some(t0 + Duration::from_secs(10)));
+        assert!(judge.take_due(t0 + Duration::from_secs(11)));
+        assert!(judge.next().is_none());
+    }
+
+    #[test]
+    fn a_later_batch_moves_both_passes_on() {
+        let t0 = Instant::now();
+        let mut judge = JudgeSchedule::default();
+        judge.after_batch(t0, Duration::from_millis(100), Duration::from_secs(10));
+        judge.after_batch(t0 + Duration::from_secs(5), Duration::from_millis(100), Duration::from_secs(10));
+        assert!(judge.take_due(t0 + Duration::from_secs(10)), "the second batch's quiet pass");
+        assert_eq!(judge.next(), Some(t0 + Duration::from_secs(15)), "the idle pass counts from the second batch");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Which records wait for which partition's transaction: batches fill per partition, at most one batch per
-//! partition is committing at a time (its commits stay in offset order), and a partition that had to seek back drops
-//! what was read from its old position.
+//! partition is committing at a time (its commits stay in offset order), a partition that had to seek back drops
+//! what was read from its old position, and each batch says from which offset librdkafka's delivery of its
+//! records was continuous, so the batch can tell offsets that hold no readable record from records never read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -8,9 +9,32 @@ use std::time::{Duration, Instant};
 use rdkafka::Message as _;
 use rdkafka::message::OwnedMessage;
 
+/// Records of one partition, in the order librdkafka delivered them, ready for one transaction.
+#[derive(Debug)]
+pub struct Batch {
+    /// The records, in offset order.
+    pub records: Vec<OwnedMessage>,
+    /// The offset from which every offset up to the last record was either delivered or skipped by librdkafka in
+    /// one continuous read (no seek, no new assignment in between): the offset after the previous record it
+    /// delivered, or the offset it was told to seek to. `None` when the batch starts a read (a new assignment).
+    ///
+    /// librdkafka skips only offsets that hold no record a consumer may read (transaction markers, aborted or
+    /// compacted records) or that the broker no longer has (deleted by retention, after which it resumes at the
+    /// log start); so a gap inside this span never hides a record that is still there.
+    pub continuous_from: Option<i64>,
+}
+
+impl Batch {
+    /// The first offset the batch vouches for: offsets from here to its last record were read through.
+    pub fn vouched_from(&self) -> Option<i64> {
+        let first = self.records.first()?.offset();
+        Some(self.continuous_from.map_or(first, |from| from.min(first)))
+    }
+}
+
 /// Records of one partition waiting for their transaction.
 struct Pending {
-    records: Vec<OwnedMessage>,
+    batch: Batch,
     since: Instant,
 }
 
@@ -20,9 +44,11 @@ pub struct Flow {
     pending: BTreeMap<i32, Pending>,
     /// Partitions with a batch committing now.
     busy: HashSet<i32>,
-    /// After a seek, records of the partition still in flight from the old position are dropped until the record
-    /// at the sought offset arrives.
+    /// After a seek, records of the partition still in flight from the old position are dropped until the first
+    /// record at or after the sought offset arrives.
     seeking: HashMap<i32, i64>,
+    /// Per partition, the offset after the last record delivered in the current continuous read.
+    next: HashMap<i32, i64>,
 }
 
 impl Flow {
@@ -30,31 +56,39 @@ impl Flow {
     pub fn push(&mut self, message: OwnedMessage) {
         let partition = message.partition();
         if let Some(target) = self.seeking.get(&partition).copied() {
-            if message.offset() != target {
+            // librdkafka discards what it fetched from before a seek, so the first record at or after the target
+            // is the first of the new read; anything below it is a leftover.
+            if message.offset() < target {
                 return;
             }
             self.seeking.remove(&partition);
+            self.next.insert(partition, target);
         }
-        let entry =
-            self.pending.entry(partition).or_insert_with(|| Pending { records: Vec::new(), since: Instant::now() });
-        entry.records.push(message);
+        let continuous_from = self.next.insert(partition, message.offset() + 1);
+        let entry = self.pending.entry(partition).or_insert_with(|| Pending {
+            batch: Batch { records: Vec::new(), continuous_from },
+            since: Instant::now(),
+        });
+        entry.batch.records.push(message);
     }
 
     /// Takes every batch that is full or has waited `max_wait` and whose partition has none committing, and marks
     /// those partitions busy.
-    pub fn ready(&mut self, max_records: usize, max_wait: Duration) -> Vec<(i32, Vec<OwnedMessage>)> {
+    pub fn ready(&mut self, max_records: usize, max_wait: Duration) -> Vec<(i32, Batch)> {
         let now = Instant::now();
         let ready: Vec<i32> = self
             .pending
             .iter()
-            .filter(|(p, b)| !self.busy.contains(p) && (b.records.len() >= max_records || now >= b.since + max_wait))
+            .filter(|(p, b)| {
+                !self.busy.contains(p) && (b.batch.records.len() >= max_records || now >= b.since + max_wait)
+            })
             .map(|(p, _)| *p)
             .collect();
         ready
             .into_iter()
             .map(|p| {
                 self.busy.insert(p);
-                (p, self.pending.remove(&p).expect("listed").records)
+                (p, self.pending.remove(&p).expect("listed").batch)
             })
             .collect()
     }
@@ -66,7 +100,12 @@ impl Flow {
 
     /// Whether some batch is full (it waits only for its partition's commit in flight).
     pub fn has_full(&self, max_records: usize) -> bool {
-        self.pending.values().any(|b| b.records.len() >= max_records)
+        self.pending.values().any(|b| b.batch.records.len() >= max_records)
+    }
+
+    /// Whether nothing is waiting and nothing is committing.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.busy.is_empty()
     }
 
     /// Records that a partition's batch finished; `seek` is the offset it must be read from again, if any.
@@ -75,13 +114,26 @@ impl Flow {
         if let Some(offset) = seek {
             // What was read after the refused batch continues the old position: read it again from `offset`.
             self.pending.remove(&partition);
+            self.next.remove(&partition);
             self.seeking.insert(partition, offset);
         }
     }
 
+    /// Forgets what was read of partitions (re)assigned to this consumer: librdkafka starts them afresh at the
+    /// group's committed offset, so what follows is a new read. Records still waiting from the earlier assignment
+    /// are dropped (the fence makes the partition read them again if they were not applied), so no batch spans two
+    /// reads.
+    pub fn reassigned(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.pending.remove(partition);
+            self.seeking.remove(partition);
+            self.next.remove(partition);
+        }
+    }
+
     /// Every waiting batch, for the last commits at shutdown (nothing is committing then).
-    pub fn take_all(&mut self) -> Vec<(i32, Vec<OwnedMessage>)> {
-        std::mem::take(&mut self.pending).into_iter().map(|(p, b)| (p, b.records)).collect()
+    pub fn take_all(&mut self) -> Vec<(i32, Batch)> {
+        std::mem::take(&mut self.pending).into_iter().map(|(p, b)| (p, b.batch)).collect()
     }
 }
 
@@ -94,8 +146,8 @@ mod tests {
         OwnedMessage::new(Some(vec![1]), None, "t".into(), Timestamp::NotAvailable, partition, offset, None)
     }
 
-    fn offsets(batch: &[OwnedMessage]) -> Vec<i64> {
-        batch.iter().map(|m| m.offset()).collect()
+    fn offsets(batch: &Batch) -> Vec<i64> {
+        batch.records.iter().map(|m| m.offset()).collect()
     }
 
     #[test]
@@ -126,17 +178,70 @@ mod tests {
     }
 
     #[test]
-    fn a_seek_drops_what_was_read_after_the_refused_batch_until_the_sought_record() {
+    fn a_seek_drops_what_was_read_after_the_refused_batch_until_the_new_read_starts() {
         let mut flow = Flow::default();
         (5..7).for_each(|o| flow.push(record(0, o)));
         let _ = flow.ready(1, Duration::ZERO);
         (7..9).for_each(|o| flow.push(record(0, o)));
         flow.settle(0, Some(2));
         assert!(flow.take_all().is_empty(), "records read from the old position are dropped");
-        flow.push(record(0, 9));
+        flow.push(record(0, 1));
         flow.push(record(0, 2));
         flow.push(record(0, 3));
-        let batch = flow.take_all();
-        assert_eq!(offsets(&batch[0].1), [2, 3]);
+        let batch = flow.take_all().remove(0).1;
+        assert_eq!(offsets(&batch), [2, 3]);
+        assert_eq!(batch.vouched_from(), Some(2));
+    }
+
+    #[test]
+    fn the_first_record_after_a_seek_vouches_for_the_offsets_librdkafka_skipped_to_reach_it() {
+        let mut flow = Flow::default();
+        flow.push(record(0, 40));
+        let _ = flow.ready(1, Duration::ZERO);
+        flow.settle(0, Some(10));
+        // Offsets 10..25 were deleted by retention: librdkafka resumed at the log start.
+        flow.push(record(0, 25));
+        let batch = flow.take_all().remove(0).1;
+        assert_eq!((batch.continuous_from, batch.vouched_from()), (Some(10), Some(10)));
+    }
+
+    #[test]
+    fn a_batch_continues_the_read_of_the_batch_before_it_across_a_skipped_offset() {
+        let mut flow = Flow::default();
+        (0..3).for_each(|o| flow.push(record(0, o)));
+        let first = flow.ready(1, Duration::ZERO).remove(0).1;
+        assert_eq!(first.continuous_from, None, "the first batch of a read vouches only for its own records");
+        assert_eq!(first.vouched_from(), Some(0));
+        // Offset 3 is a transaction marker: librdkafka never delivers it.
+        flow.push(record(0, 4));
+        flow.settle(0, None);
+        let second = flow.ready(1, Duration::ZERO).remove(0).1;
+        assert_eq!(second.continuous_from, Some(3));
+    }
+
+    #[test]
+    fn a_new_assignment_starts_a_new_read_and_drops_what_waited() {
+        let mut flow = Flow::default();
+        (0..3).for_each(|o| flow.push(record(0, o)));
+        flow.push(record(1, 7));
+        flow.reassigned(&[0]);
+        flow.push(record(0, 9));
+        let batches = flow.take_all();
+        assert_eq!(batches.len(), 2);
+        let (zero, one) = (&batches[0].1, &batches[1].1);
+        assert_eq!((offsets(zero), zero.continuous_from), (vec![9], None));
+        assert_eq!(offsets(one), [7], "other partitions keep their batches");
+    }
+
+    #[test]
+    fn idle_means_nothing_waits_and_nothing_commits() {
+        let mut flow = Flow::default();
+        assert!(flow.is_idle());
+        flow.push(record(0, 0));
+        assert!(!flow.is_idle());
+        let _ = flow.ready(1, Duration::ZERO);
+        assert!(!flow.is_idle(), "a batch is committing");
+        flow.settle(0, None);
+        assert!(flow.is_idle());
     }
 }

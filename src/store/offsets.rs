@@ -129,6 +129,31 @@ pub async fn marks(
     .await
 }
 
+/// Records offsets of a locked partition whose records the broker deleted before they were applied.
+pub async fn record_lost(
+    conn: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    lost: std::ops::Range<i64>,
+    log_start: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO costsim_lost_records \
+         (consumer_group, topic, \"partition\", first_offset, end_offset, log_start_offset) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(lost.start)
+    .bind(lost.end)
+    .bind(log_start)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

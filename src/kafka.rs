@@ -177,7 +177,10 @@ impl KafkaConfig {
     /// How a topic of this role is created: partitions and topic-level settings.
     fn new_topic(&self, role: TopicRole) -> NewTopic<'_> {
         let (partitions, settings): (i32, &[(&str, &str)]) = match role {
-            TopicRole::Results => (self.results_partitions, &[("retention.ms", "604800000")]),
+            TopicRole::Results => {
+                // Explicit, so brokers that apply retention only to a declared policy (tansu) apply it too.
+                (self.results_partitions, &[("cleanup.policy", "delete"), ("retention.ms", "604800000")])
+            }
             TopicRole::State => (1, &[("cleanup.policy", "compact")]),
             TopicRole::DeadLetter => (1, &[("retention.ms", "2592000000")]),
         };

@@ -242,6 +242,11 @@ impl Pipeline {
             while let Some((_, result)) = in_flight.next().await {
                 result?;
             }
+            // What the last batches closed is judged before the partitions go to another owner or the stream stays
+            // dry; a pass that is still due would otherwise wait for the next processor's batch.
+            if judge.next().is_some() {
+                self.judge_closed_buckets(window).await;
+            }
             anyhow::Ok(())
         };
         match tokio::time::timeout(shutdown_deadline, finishing).await {

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::window::{WindowError, WindowSpec};
 
+/// The shortest bucket: ten evaluations a second at most.
+const MIN_BUCKET_MILLIS: u64 = 100;
+
 /// The longest duration any setting accepts (ten years), so that event-time arithmetic cannot overflow.
 const MAX_DURATION_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
@@ -30,8 +33,10 @@ pub struct BreakerConfig {
     pub disable_ttl_seconds: u64,
     /// Cap of the TTL, which doubles each time probation fails (`COSTSIM_MAX_DISABLE_TTL_SECONDS`, 7 days).
     pub max_disable_ttl_seconds: u64,
-    /// Length of one tumbling bucket; one evaluation per closed bucket (`COSTSIM_BUCKET_SECONDS`, 10).
-    pub bucket_seconds: u64,
+    /// Length of one tumbling bucket, in milliseconds; one evaluation per closed bucket (`COSTSIM_BUCKET_SECONDS`,
+    /// 10; decimals down to 0.1 s, since a decision waits for its bucket to close).
+    #[serde(rename = "bucket_seconds", serialize_with = "millis_as_seconds")]
+    pub bucket_millis: u64,
     /// Length of the rolling window, a multiple of the bucket (`COSTSIM_WINDOW_SECONDS`, 300).
     pub window_seconds: u64,
     /// How long a half-open breaker is watched before it closes or reopens (`COSTSIM_PROBATION_SECONDS`, 300).
@@ -49,7 +54,7 @@ impl Default for BreakerConfig {
             auto_recover: true,
             disable_ttl_seconds: 24 * 3600,
             max_disable_ttl_seconds: 7 * 24 * 3600,
-            bucket_seconds: 10,
+            bucket_millis: 10_000,
             window_seconds: 300,
             probation_seconds: 300,
         }
@@ -131,7 +136,7 @@ impl BreakerConfig {
                     .map_err(|_| invalid(key, v, "longer than ten years"))?;
             }
             "max_disable_ttl_seconds" => self.max_disable_ttl_seconds = seconds(key, v, 1)?,
-            "bucket_seconds" => self.bucket_seconds = seconds(key, v, 1)?,
+            "bucket_seconds" => self.bucket_millis = millis(key, v, MIN_BUCKET_MILLIS)?,
             "window_seconds" => self.window_seconds = seconds(key, v, 1)?,
             "probation_seconds" => self.probation_seconds = seconds(key, v, 1)?,
             _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
@@ -208,21 +213,21 @@ impl BreakerConfig {
                 "the warning level must be below the trip threshold",
             );
         }
-        if self.window_seconds % self.bucket_seconds != 0 {
+        if (self.window_seconds * 1000) % self.bucket_millis != 0 {
             return conflict(
                 "window_seconds",
                 self.window_seconds.to_string(),
                 "bucket_seconds",
-                self.bucket_seconds.to_string(),
+                seconds_text(self.bucket_millis),
                 "the window must be a whole number of buckets",
             );
         }
-        if self.probation_seconds < self.bucket_seconds {
+        if self.probation_seconds * 1000 < self.bucket_millis {
             return conflict(
                 "probation_seconds",
                 self.probation_seconds.to_string(),
                 "bucket_seconds",
-                self.bucket_seconds.to_string(),
+                seconds_text(self.bucket_millis),
                 "probation must last at least one bucket",
             );
         }
@@ -240,7 +245,7 @@ impl BreakerConfig {
 
     /// The window's shape. Call on a validated configuration.
     pub fn window_spec(&self) -> Result<WindowSpec, WindowError> {
-        WindowSpec::new(duration(self.bucket_seconds), duration(self.window_seconds))
+        WindowSpec::new(TimeDelta::milliseconds(self.bucket_millis as i64), duration(self.window_seconds))
     }
 
     /// The length of the rolling window.
@@ -264,7 +269,7 @@ impl BreakerConfig {
             self.auto_recover.to_string(),
             self.disable_ttl_seconds.to_string(),
             self.max_disable_ttl_seconds.to_string(),
-            self.bucket_seconds.to_string(),
+            seconds_text(self.bucket_millis),
             self.window_seconds.to_string(),
             self.probation_seconds.to_string(),
         ];
@@ -317,6 +322,39 @@ fn seconds(key: &str, value: &str, min: u64) -> Result<u64, ConfigError> {
         return Err(invalid(key, value, "longer than ten years"));
     }
     Ok(parsed)
+}
+
+/// A number of seconds with at most three decimals, in milliseconds, at least `min` ms and at most ten years.
+fn millis(key: &str, value: &str, min: u64) -> Result<u64, ConfigError> {
+    let malformed = || invalid(key, value, "expected a number of seconds with at most three decimals, such as 0.25");
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+        return Err(malformed());
+    }
+    let whole: u64 = whole.parse().map_err(|_| malformed())?;
+    if whole > MAX_DURATION_SECONDS {
+        return Err(invalid(key, value, "longer than ten years"));
+    }
+    let fraction: u64 = format!("{fraction:0<3}").parse().map_err(|_| malformed())?;
+    let ms = whole * 1000 + fraction;
+    if ms < min {
+        return Err(invalid(key, value, &format!("must be at least {}", seconds_text(min))));
+    }
+    Ok(ms)
+}
+
+/// Milliseconds as seconds, without trailing zeros (`10`, `0.25`).
+fn seconds_text(ms: u64) -> String {
+    match ms % 1000 {
+        0 => (ms / 1000).to_string(),
+        rest => format!("{}.{}", ms / 1000, format!("{rest:03}").trim_end_matches('0')),
+    }
+}
+
+/// Serializes milliseconds as whole seconds when they are, as the setting was written before decimals existed.
+fn millis_as_seconds<S: serde::Serializer>(ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    if ms % 1000 == 0 { serializer.serialize_u64(ms / 1000) } else { serializer.serialize_f64(*ms as f64 / 1000.0) }
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -40,7 +40,7 @@ fn every_documented_variable_is_read() {
         auto_recover: false,
         disable_ttl_seconds: 120,
         max_disable_ttl_seconds: 3600,
-        bucket_seconds: 5,
+        bucket_millis: 5000,
         window_seconds: 60,
         probation_seconds: 30,
     };
@@ -87,6 +87,11 @@ fn set_rejects_impossible_values_naming_the_key() {
         ("failure_threshold", "0"),
         ("failure_threshold", "99999999999"),
         ("bucket_seconds", "0"),
+        ("bucket_seconds", "0.05"),
+        ("bucket_seconds", "0.2505"),
+        ("bucket_seconds", "-1"),
+        ("bucket_seconds", "1e3"),
+        ("bucket_seconds", ".5"),
         ("disable_ttl_seconds", "-5"),
         ("window_seconds", "1e3"),
         ("probation_seconds", "999999999999"),
@@ -118,6 +123,18 @@ fn impossible_combinations_are_rejected() {
         let err = BreakerConfig::default().with_overrides(overrides.iter().copied()).unwrap_err();
         assert!(matches!(&err, ConfigError::Conflict { key: k, .. } if *k == key), "{overrides:?}: {err}");
     }
+}
+
+#[test]
+fn buckets_may_be_shorter_than_a_second_to_the_millisecond() {
+    let config = BreakerConfig::default().with_overrides(["bucket_seconds=0.25", "window_seconds=10"]).unwrap();
+    assert_eq!(config.bucket_millis, 250);
+    assert_eq!(config.window_spec().unwrap().bucket(), TimeDelta::milliseconds(250));
+    assert!(config.describe().contains("bucket_seconds=0.25 "), "{}", config.describe());
+    assert_eq!(serde_json::to_value(&config).unwrap()["bucket_seconds"], serde_json::json!(0.25));
+    assert_eq!(serde_json::to_value(BreakerConfig::default()).unwrap()["bucket_seconds"], serde_json::json!(10));
+    let err = BreakerConfig::default().with_overrides(["bucket_seconds=0.3", "window_seconds=10"]).unwrap_err();
+    assert!(matches!(err, ConfigError::Conflict { key: "window_seconds", .. }), "{err}");
 }
 
 #[test]

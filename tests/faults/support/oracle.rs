@@ -117,15 +117,15 @@ pub async fn decisions(db: &Database) -> Decisions {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    // `last_evaluated_at` is left out: partitions commit concurrently and a batch does not see another partition's
-    // uncommitted progress, so the last buckets of a finished stream wait for the next batch, and how far the
-    // evaluation got when the stream ran dry depends on how the final batches interleaved. Every decision taken is
-    // still compared above.
+    // `last_evaluated_at` is compared too: the processor judges what closed once its loop goes quiet and again once
+    // the last partitions turn idle, so how far evaluation got no longer depends on how the final batches of
+    // concurrently committing partitions interleaved.
     let breaker: (Value,) = sqlx::query_as(
         "SELECT jsonb_build_object('state', state, 'version', version, 'disabled_until', disabled_until, \
                 'open_ttl_seconds', open_ttl_seconds, 'incident_id', incident_id, 'severity', severity, \
                 'opened_at', opened_at, 'consecutive_failures', consecutive_failures, \
-                'half_open_since', half_open_since, 'warning_active', warning_active) \
+                'half_open_since', half_open_since, 'last_evaluated_at', last_evaluated_at, \
+                'warning_active', warning_active) \
          FROM costsim_cb_state ORDER BY name",
     )
     .fetch_one(&db.pool)

@@ -21,7 +21,7 @@ fn config() -> BreakerConfig {
         disable_ttl_seconds: 60,
         max_disable_ttl_seconds: 3600,
         probation_seconds: 30,
-        bucket_seconds: 10,
+        bucket_millis: 10_000,
         window_seconds: 60,
         min_samples: 20,
         ..BreakerConfig::default()

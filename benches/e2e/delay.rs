@@ -17,15 +17,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::procs::{self, Processor};
 
-/// The engine settings of the delay phase: 1 s buckets (the smallest), a 2 s window, a trip on the first breach.
+/// The engine settings of the delay phase: 0.25 s buckets, a 2 s window, a trip on the first breach.
 pub const SETTINGS: &[&str] = &[
-    "bucket_seconds=1",
+    "bucket_seconds=0.25",
     "window_seconds=2",
     "failure_threshold=1",
     "min_samples=50",
     "probation_seconds=2",
     "disable_ttl_seconds=3600",
 ];
+
+/// The bucket of [`SETTINGS`], in milliseconds.
+const BUCKET_MS: i64 = 250;
 
 /// Breaching events per trip: 3,000 at drift 0.6 against 10,000/s of drift near 0.09 puts well over 5 % of a 2 s
 /// window above the threshold.
@@ -93,7 +96,8 @@ pub async fn measure(
         let (_, error) = sender.finish().await;
         anyhow::ensure!(error.is_none(), "burst not delivered: {error:?}");
         let (seen_at, change) = wait_for(&mut events, BreakerState::Open, processor).await?;
-        let bucket_end = DateTime::from_timestamp(sent_at.timestamp() + 1, 0).expect("in range");
+        let bucket_end = DateTime::from_timestamp_millis((sent_at.timestamp_millis() / BUCKET_MS + 1) * BUCKET_MS)
+            .expect("in range");
         let secs = |d: TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
         if trip > 0 {
             delays.from_produce.push(secs(seen_at - sent_at));

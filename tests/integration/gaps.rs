@@ -1,5 +1,6 @@
 //! Offsets a read skips, on the real broker: records deleted by retention before `run` applied them are recorded
-//! as lost and consumption goes on; transaction markers are skipped without a seek or a stall.
+//! as lost and consumption goes on. (Transaction markers, which tansu 0.6.0 cannot write, are covered from
+//! librdkafka's mock cluster in the fault suite.)
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use costsim_breaker::codec::encode_simulation_result;
 use costsim_breaker::event::SimulationResult;
 use costsim_breaker::kafka::{KafkaConfig, TopicRole};
 use rdkafka::consumer::Consumer as _;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
@@ -42,7 +43,16 @@ async fn produce_aged(kafka: &KafkaConfig, events: &[SimulationResult], age: chr
 /// The partition's log start and end offsets, as the broker reports them.
 fn watermarks(kafka: &KafkaConfig) -> (i64, i64) {
     let client = kafka.metadata_client().unwrap();
-    tokio::task::block_in_place(|| client.fetch_watermarks(&kafka.results_topic, 0, Duration::from_secs(10))).unwrap()
+    // `#[sqlx::test]` runs on a current-thread runtime, and nothing else needs it meanwhile: block.
+    client.fetch_watermarks(&kafka.results_topic, 0, Duration::from_secs(10)).unwrap()
+}
+
+/// Stops `run` with SIGTERM, so it leaves the group at once (a killed member may hold tansu 0.6.0's group).
+async fn stop(mut run: Processor) {
+    let pid = run.0.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(DEADLINE, run.0.wait()).await.expect("run stops").unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 async fn next_offset(pool: &PgPool, kafka: &KafkaConfig) -> i64 {
@@ -58,16 +68,18 @@ async fn records_deleted_before_they_were_applied_are_recorded_as_lost_and_consu
     let kafka = one_partition().await;
     let events = spike(200, 100.0, 21);
     let count = "SELECT count(*) FROM costsim_provenance";
+    // Kafka deletes the oldest records first, so the records the first processor applies are old too: 5 s short of
+    // the topic's 7-day retention, so the broker deletes them (tansu: at its maintenance, every 5 s in the stack)
+    // only after they were applied.
     let first = Processor::start(&kafka, &pool, FAST).await;
-    produce(&kafka, &events[..50]).await;
+    produce_aged(&kafka, &events[..50], chrono::TimeDelta::days(7) - chrono::TimeDelta::seconds(5)).await;
     assert_eq!(wait_for(&pool, count, 50).await, 50);
-    first.kill().await;
+    stop(first).await;
 
-    // While no processor runs, 100 records arrive that are already past the topic's 7-day retention, then 50
-    // fresh ones; the broker deletes the old ones at its next maintenance (tansu: every 5 s in the stack).
+    // While no processor runs, 100 records arrive that are already past retention, then 50 fresh ones.
     produce_aged(&kafka, &events[50..150], chrono::TimeDelta::days(8)).await;
     produce(&kafka, &events[150..]).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     while watermarks(&kafka).0 < 150 {
         assert!(tokio::time::Instant::now() < deadline, "the broker never deleted the old records");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -85,7 +97,7 @@ async fn records_deleted_before_they_were_applied_are_recorded_as_lost_and_consu
     })
     .await
     .expect("the loss is reported within the deadline");
-    assert!(said.contains("\"first_offset\":50") && said.contains("\"end_offset\":150"), "{said}");
+    assert!(said.contains("first_offset=50 end_offset=150 log_start=150 records=100"), "{said}");
 
     assert_eq!(wait_for(&pool, count, 100).await, 100, "the records before and after the loss are applied");
     let lost: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
@@ -99,35 +111,4 @@ async fn records_deleted_before_they_were_applied_are_recorded_as_lost_and_consu
     .unwrap();
     assert_eq!(lost, [(0, 50, 150, 150)]);
     assert_eq!(next_offset(&pool, &kafka).await, 200);
-}
-
-#[sqlx::test]
-async fn transaction_markers_between_batches_are_skipped_without_stalling(pool: PgPool) {
-    let kafka = one_partition().await;
-    let _run = Processor::start(&kafka, &pool, FAST).await;
-    let producer: FutureProducer =
-        kafka.client_config().set("transactional.id", format!("tx-{}", kafka.group_id)).create().unwrap();
-    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30))).unwrap();
-    let events = spike(60, 100.0, 22);
-    for (i, chunk) in events.chunks(20).enumerate() {
-        producer.begin_transaction().unwrap();
-        for e in chunk {
-            let payload = encode_simulation_result(e);
-            let record = FutureRecord::to(&kafka.results_topic).key(e.tenant_id.as_bytes()).payload(&payload);
-            producer.send(record, Duration::from_secs(30)).await.map_err(|(err, _)| err).unwrap();
-        }
-        tokio::task::block_in_place(|| producer.commit_transaction(Duration::from_secs(30))).unwrap();
-        // Each transaction is applied before the next is sent, so a batch ends right before each commit marker.
-        let applied = 20 * (i as i64 + 1);
-        assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", applied).await, applied);
-    }
-    let end = watermarks(&kafka).1;
-    assert!(end > 60, "the broker wrote commit markers: end offset {end}");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while next_offset(&pool, &kafka).await < end - 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the stored offset stayed behind the last record");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let lost: i64 = sqlx::query_scalar("SELECT count(*) FROM costsim_lost_records").fetch_one(&pool).await.unwrap();
-    assert_eq!(lost, 0, "markers are not lost records");
 }

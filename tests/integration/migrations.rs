@@ -22,6 +22,7 @@ async fn migrations_create_every_table_and_seed_the_breaker(pool: PgPool) {
             "costsim_consumed_offsets",
             "costsim_drift_buckets",
             "costsim_leader_leases",
+            "costsim_lost_records",
             "costsim_provenance",
         ]
     );

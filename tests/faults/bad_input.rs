@@ -125,7 +125,7 @@ impl DeadLetters {
 }
 
 /// [`flood`] on a broker whose topics exist, with extra `run` arguments. `paced` paces the producer: each
-/// chunk of 20,000 is sent only once the processor committed, and the reader read, every record before it, for a
+/// chunk of 5,000 is sent only once the processor committed, and the reader read, every record before it, for a
 /// broker that keeps only the newest records of a partition (the mock cluster keeps 5 MB).
 async fn flood_on(pool: PgPool, kafka: &KafkaConfig, scenario: &str, args: &[&str], count: usize, paced: bool) {
     let kafka = kafka.clone();
@@ -139,7 +139,10 @@ async fn flood_on(pool: PgPool, kafka: &KafkaConfig, scenario: &str, args: &[&st
     let mut sent = 0;
     // In chunks, each confirmed before the next: a million records queued at once would wait in the producer
     // longer than its delivery timeout on a slow broker.
-    for chunk in (0..count).collect::<Vec<_>>().chunks(20_000) {
+    // Paced chunks are smaller: their dead letters (about 250 bytes each with headers) must fit in what the mock
+    // keeps of the dead-letter topic's one partition until the reader has read them.
+    let chunk_size = if paced { 5_000 } else { 20_000 };
+    for chunk in (0..count).collect::<Vec<_>>().chunks(chunk_size) {
         let records = chunk.iter().map(|&i| (format!("tenant-{}", i % 9).into_bytes(), malformed(i, &valid)));
         produce(&kafka, &kafka.results_topic, records).await;
         sent += chunk.len();

@@ -18,7 +18,7 @@ pub use json::{
     JsonLines, LineError, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,
     simulation_result_to_json,
 };
-pub use legacy::{RecordError, backfill_row, backfill_row_from_json, canonical_json};
+pub use legacy::{RecordError, backfill_json, backfill_row, backfill_row_from_json, canonical_json};
 
 use crate::event::InvalidEvent;
 

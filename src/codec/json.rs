@@ -286,6 +286,15 @@ mod tests {
     }
 
     #[test]
+    fn a_confidence_survives_the_json_round_trip_to_the_last_bit() {
+        // Found by the json_lines fuzz target: 0.9408272326572419 is written as the shortest text that reads back
+        // as itself, but serde_json's default float parser read that text as the next double up.
+        let mut event = sample_result();
+        event.v2_confidence = Some(0.9408272326572419);
+        assert_eq!(simulation_result_from_json(&simulation_result_to_json(&event)), Ok(event));
+    }
+
+    #[test]
     fn json_lines_reports_line_numbers_skips_blank_lines_and_goes_on_after_a_bad_line() {
         let good = simulation_result_to_json(&sample_result());
         let input = format!("{good}\n\nnot json\n{good}\n");

@@ -58,7 +58,7 @@ impl RecordError {
 
 /// The row of one JSON line of a backfill file.
 pub fn backfill_row_from_json(line: &str) -> Result<ProvenanceRow, RecordError> {
-    let value: Value = serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    let value = backfill_json(line)?;
     match &value {
         Value::Object(map) if map.contains_key("event_id") && !map.contains_key("input_json") => {
             Ok(ProvenanceRow::of_result(&simulation_result_from_json(line)?, None))
@@ -77,6 +77,83 @@ pub fn backfill_row(value: Value) -> Result<ProvenanceRow, RecordError> {
         Ok(ProvenanceRow::of_result(&event, None))
     } else {
         historical_run(&map)
+    }
+}
+
+/// Parses the JSON text of a backfill line or document, refusing an object that names a key twice.
+///
+/// serde_json's `Value` would keep the last of the two silently, while a simulation result read as a line refuses
+/// it (`duplicate field`); so the same record read from a `.json` document and from a `.jsonl` line gave a row in
+/// one and an error in the other (found by the backfill fuzz target).
+pub fn backfill_json(text: &str) -> Result<Value, RecordError> {
+    serde_json::from_str::<UniqueKeys>(text).map(|v| v.0).map_err(|e| RecordError::Json(e.to_string()))
+}
+
+/// A JSON value whose objects name each key once.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        // As serde_json's own `Value` does; JSON text has no NaN or infinity to lose.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 

@@ -2,10 +2,10 @@
 //! Lines reader (`produce --input`, `backtest --input`) and the backfill record reader (our results and the older
 //! system's provenance records and historical runs, gzip + Base64 included).
 //!
-//! They are proptest strategies rather than cargo-fuzz targets: cargo-fuzz needs nightly, cargo-fuzz itself and a
-//! sanitizer build of every dependency (librdkafka's C code included), while these run on stable in CI. Each target
-//! mixes random bytes with mutations of valid inputs (bit flips, truncations, splices, insertions), so most cases get past the
-//! first byte. The property: the reader never panics, every error has a class and a message, and whatever it
+//! These proptest strategies are the form that runs on stable in CI; the same readers are also fuzzed with
+//! coverage guidance by the cargo-fuzz targets in `fuzz/` (nightly, `scripts/fuzz`, run by the long form of
+//! `scripts/faults`). Each target here mixes random bytes with mutations of valid inputs (bit flips, truncations,
+//! splices, insertions), so most cases get past the first byte. The property: the reader never panics, every error has a class and a message, and whatever it
 //! accepts is a valid event that encodes back to the same event.
 //!
 //! Short form: `FUZZ_CASES` cases per target. Long form (`--ignored`): each target runs for

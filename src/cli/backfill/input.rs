@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::cli::topic_range::{Position, Rejected, TopicRange};
-use crate::codec::{backfill_row, backfill_row_from_json};
+use crate::codec::{backfill_json, backfill_row, backfill_row_from_json};
 use crate::kafka::KafkaConfig;
 use crate::store::provenance::{KafkaOrigin, ProvenanceRow};
 
@@ -106,7 +106,7 @@ fn read_file(path: &Path, before: u64, out: &mut Sender) -> anyhow::Result<u64> 
             return Ok(0);
         }
         let size = text.len() as u64;
-        match serde_json::from_str::<serde_json::Value>(&text) {
+        match backfill_json(&text) {
             Ok(serde_json::Value::Array(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
                     out.push(
@@ -118,7 +118,7 @@ fn read_file(path: &Path, before: u64, out: &mut Sender) -> anyhow::Result<u64> 
             Ok(item) => {
                 out.push(backfill_row(item).map_err(|e| rejected(name.clone(), "invalid", e.to_string(), false)))
             }
-            Err(e) => out.push(Err(rejected(name.clone(), "bad_json", format!("bad JSON: {e}"), false))),
+            Err(e) => out.push(Err(rejected(name.clone(), "bad_json", e.to_string(), false))),
         }
         out.batch.done = before + size;
         return Ok(size);

@@ -78,3 +78,20 @@ fn bad_records_say_what_is_wrong() {
     let status = r#"{"id": "a", "input_json": null, "status": "weird"}"#;
     assert!(backfill_row_from_json(status).unwrap_err().to_string().contains("unknown status"));
 }
+
+#[test]
+fn a_key_named_twice_is_refused_alike_in_a_line_and_in_a_document() {
+    // Found by the backfill fuzz target: the line was refused (`duplicate field`) while the same record in a
+    // `.json` document gave a row with the second value.
+    let result = lines("results.jsonl")[1].replacen('{', r#"{"v2_duration_ms":1,"#, 1);
+    let run = r#"{"plan":[1],"cost_cents":400,"cost_cents":500,"run_id":"r-1"}"#;
+    for record in [result.as_str(), run] {
+        let line = backfill_row_from_json(record).unwrap_err();
+        assert!(line.to_string().contains("duplicate key"), "{line}");
+        let document = backfill_json(&format!("[{record}]")).unwrap_err();
+        assert!(document.to_string().contains("duplicate key"), "{document}");
+    }
+    let nested = backfill_json(r#"{"input_json":{"a":1,"a":2},"id":"p-1"}"#).unwrap_err();
+    assert!(matches!(&nested, RecordError::Json(m) if m.contains("duplicate key `a`")), "{nested}");
+    assert!(backfill_json(&format!("[{}]", lines("results.jsonl")[1])).is_ok());
+}

@@ -200,6 +200,48 @@ async fn unnamed_statements_inside_transactions_under_contention(pool: PgPool) {
     contention(pool, Mode::UnnamedInTransaction).await;
 }
 
+/// What an unnamed statement costs on a direct connection, next to sqlx's default (named and cached): the same
+/// primary-key read, alternately named and unnamed, 20 000 times each inside one transaction, five rounds. The
+/// unnamed one adds a round trip (`Parse`/`Describe`/`Sync`) and a parse and plan per execution.
+#[sqlx::test]
+#[ignore = "long form: a measurement (docs/RELIABILITY.md, note 2 of parts 4-7)"]
+async fn unnamed_statements_cost_on_a_direct_connection(pool: PgPool) {
+    let statements = 20_000u32;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut micros = [Vec::new(), Vec::new()];
+    for _round in 0..5 {
+        for (k, persistent) in [true, false].into_iter().enumerate() {
+            let started = Instant::now();
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+            for i in 0..statements {
+                let name = if i % 2 == 0 { "costsim_v2" } else { "none" };
+                let _: Option<String> = sqlx::query_scalar("SELECT state FROM costsim_cb_state WHERE name = $1")
+                    .persistent(persistent)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            micros[k].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(statements));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "pgbouncer-cost: statements={statements} named_us={:.1?} unnamed_us={:.1?} median_named_us={:.1} \
+         median_unnamed_us={:.1}",
+        micros[0],
+        micros[1],
+        median(&micros[0]),
+        median(&micros[1])
+    );
+    assert!(micros.iter().all(|m| m.len() == 5), "every round measured");
+}
+
 /// The Rust sources under `src/`, as (path, text).
 fn sources() -> Vec<(String, String)> {
     let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];

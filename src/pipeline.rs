@@ -374,10 +374,11 @@ impl Pipeline {
 
     /// Registers partitions (see [`crate::store::offsets::register`]).
     async fn register(&self, partitions: &[i32]) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await.context("cannot register partitions")?;
-        crate::store::offsets::register(&mut conn, &self.kafka.group_id, &self.kafka.results_topic, partitions)
+        let mut tx = self.pool.begin().await.context("cannot register partitions")?;
+        crate::store::offsets::register(&mut tx, &self.kafka.group_id, &self.kafka.results_topic, partitions)
             .await
             .context("cannot register partitions")?;
+        tx.commit().await.context("cannot register partitions")?;
         Ok(())
     }
 }

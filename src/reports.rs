@@ -202,7 +202,12 @@ pub async fn run_schedule(
     cancel: CancellationToken,
 ) {
     loop {
-        let last = async { stored::last_scheduled(&mut *pool.acquire().await?).await };
+        let last = async {
+            let mut tx = pool.begin().await?;
+            let last = stored::last_scheduled(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(last)
+        };
         let wait = match last.await {
             Ok(last) => {
                 let now = Utc::now();

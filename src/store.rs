@@ -4,6 +4,13 @@
 //!
 //! Whatever needs a session of its own (leader locks, the migrator's lock) connects to
 //! [`DatabaseConfig::leader_url`], so the pool alone may go through a pooler (see the README on PgBouncer).
+//!
+//! So that the pool works through a transaction-mode pooler that tracks no prepared statements (PgBouncer before
+//! 1.21, Debian 12's 1.18), every statement is unnamed (`.persistent(false)`: sqlx names a persistent statement
+//! even with its cache off, and two clients' names collide on a shared server connection) and runs inside an
+//! explicit transaction (an unnamed statement takes two round trips, and only a transaction keeps both on one
+//! server connection). `tests/faults/pgbouncer.rs` checks both over `src/`; the cost on a direct connection is
+//! measured in `docs/RELIABILITY.md`.
 
 pub mod alerts;
 pub mod backlog;
@@ -113,7 +120,8 @@ fn parse_url(url: &str, setting: &str) -> anyhow::Result<PgConnectOptions> {
     url.parse().with_context(|| format!("{setting} is not a valid PostgreSQL URL: {}", redact(url)))
 }
 
-/// Applies every migration not yet applied; returns how many were applied now.
+/// Applies every migration not yet applied; returns how many were applied now. The pool must reach PostgreSQL
+/// directly (the migrator's lock is session-level); behind a pooler use [`DatabaseConfig::migrate_directly`].
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<usize> {
     migrate_on(&mut *pool.acquire().await?).await
 }
@@ -126,13 +134,17 @@ pub async fn migrate_on(conn: &mut PgConnection) -> anyhow::Result<usize> {
 }
 
 async fn applied(conn: &mut PgConnection) -> anyhow::Result<usize> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         return Ok(0);
     }
-    let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut *conn).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(n as usize)
 }
 

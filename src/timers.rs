@@ -115,12 +115,14 @@ async fn transition(
 
 /// Deletes the buckets older than the latest evaluation minus twice the longer of window and probation.
 async fn prune(pool: &PgPool, name: &str, config: &BreakerConfig) -> Result<u64, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let Some(latest) = breaker::get(&mut conn, name).await?.and_then(|row| row.last_evaluated_at) else {
+    let mut tx = pool.begin().await?;
+    let Some(latest) = breaker::get(&mut tx, name).await?.and_then(|row| row.last_evaluated_at) else {
         return Ok(0);
     };
     let keep = config.window().max(config.probation()) * 2;
-    buckets::prune(&mut conn, name, latest - keep).await
+    let pruned = buckets::prune(&mut tx, name, latest - keep).await?;
+    tx.commit().await?;
+    Ok(pruned)
 }
 
 /// Ticks every [`TICK`] with the wall clock until `cancel`; a failed tick is logged and the next one retries.

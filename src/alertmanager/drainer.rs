@@ -153,11 +153,13 @@ impl Drainer {
     /// Records one attempt's outcome on the row; `None` for a delivery.
     async fn record(&self, row: &Claimed, result: Result<(), SendFailure>) -> Result<Option<Failed>, DrainError> {
         let recorded = |source: sqlx::Error| DrainError::Record { id: row.id, source };
-        let mut conn = self.pool.acquire().await.map_err(recorded)?;
+        let mut tx = self.pool.begin().await.map_err(recorded)?;
         let alert_type = type_label(row.alert_type.as_deref());
         let failure = match result {
             Ok(()) => {
-                if let Some(latency) = alerts::mark_sent(&mut conn, row.id).await.map_err(recorded)? {
+                let latency = alerts::mark_sent(&mut tx, row.id).await.map_err(recorded)?;
+                tx.commit().await.map_err(recorded)?;
+                if let Some(latency) = latency {
                     self.metrics.cb_alert_delivery_seconds.observe(latency.max(0.0));
                 }
                 tracing::debug!(alert_id = row.id, alert_type, "Delivered an alert to Alertmanager.");
@@ -167,7 +169,8 @@ impl Drainer {
         };
         self.metrics.cb_alert_send_failures_total.with_label_values(&[alert_type, failure.error_type.as_str()]).inc();
         let delay = retry_delay(row.attempts.max(0) as u32, rand::random::<f64>());
-        let outcome = alerts::mark_failed(&mut conn, row, &failure.message, delay).await.map_err(recorded)?;
+        let outcome = alerts::mark_failed(&mut tx, row, &failure.message, delay).await.map_err(recorded)?;
+        tx.commit().await.map_err(recorded)?;
         let attempts = row.attempts + 1;
         match outcome {
             Failed::Retrying => {
@@ -192,8 +195,9 @@ impl Drainer {
             move |source: sqlx::Error| DrainError::Resend { breaker, source }
         };
         let interval = self.delivery.resend_interval;
-        let mut conn = self.pool.acquire().await.map_err(failed(""))?;
-        let firing = alerts::firing(&mut conn).await.map_err(failed(""))?;
+        let mut tx = self.pool.begin().await.map_err(failed(""))?;
+        let firing = alerts::firing(&mut tx).await.map_err(failed(""))?;
+        tx.commit().await.map_err(failed(""))?;
         let mut queued = 0;
         for alert in firing {
             let (breaker, incident_id, alert_type) = match &alert {
@@ -201,7 +205,10 @@ impl Drainer {
                 Firing::Warning { breaker } => (breaker.as_str(), None, "warning"),
             };
             // Look without the lock first, so a check with nothing due never waits for a decision's transaction.
-            if alerts::due_resend(&mut conn, &alert, interval, now).await.map_err(failed(breaker))?.is_none() {
+            let mut look = self.pool.begin().await.map_err(failed(breaker))?;
+            let due = alerts::due_resend(&mut look, &alert, interval, now).await.map_err(failed(breaker))?;
+            look.commit().await.map_err(failed(breaker))?;
+            if due.is_none() {
                 continue;
             }
             let mut tx = self.pool.begin().await.map_err(failed(breaker))?;

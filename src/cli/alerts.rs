@@ -73,8 +73,9 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
 
 async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let pool = args.database.connect().await?;
-    let mut conn = pool.acquire().await?;
-    let stats = alerts::stats(&mut conn).await.context("cannot read the alert queue")?;
+    let mut tx = pool.begin().await?;
+    let stats = alerts::stats(&mut tx).await.context("cannot read the alert queue")?;
+    tx.commit().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(ExitCode::SUCCESS);
@@ -105,8 +106,9 @@ async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
 async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     let cutoff = Utc::now() - TimeDelta::seconds(args.older_than as i64);
     let pool = args.database.connect().await?;
-    let mut conn = pool.acquire().await?;
-    let deleted = alerts::purge(&mut conn, cutoff).await.context("cannot purge the alert queue")?;
+    let mut tx = pool.begin().await?;
+    let deleted = alerts::purge(&mut tx, cutoff).await.context("cannot purge the alert queue")?;
+    tx.commit().await.context("cannot purge the alert queue")?;
     println!(
         "purged {deleted} sent or failed alert(s) queued before {}; pending alerts are kept",
         format_rfc3339_millis(&cutoff)

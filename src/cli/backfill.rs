@@ -88,9 +88,10 @@ struct Counts {
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let source = source(&args)?;
     let pool = args.database.connect().await?;
-    let mut conn = pool.acquire().await.context("cannot get a database connection")?;
     let Some(source) = source else {
-        let (report, failure) = verify::report(&mut conn, None).await.context("cannot read provenance")?;
+        let mut tx = pool.begin().await.context("cannot begin a transaction")?;
+        let (report, failure) = verify::report(&mut tx, None).await.context("cannot read provenance")?;
+        tx.commit().await.context("cannot read provenance")?;
         print!("{report}");
         return Ok(verdict(failure));
     };
@@ -112,11 +113,14 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             counts.read_to_end &= !rejected.fatal;
         }
         counts.records += (batch.rows.len() + batch.rejected.len()) as u64;
+        let mut tx = pool.begin().await.context("cannot begin a transaction")?;
         if args.verify {
-            check.batch(&mut conn, &batch.rows).await.context("cannot read provenance")?;
+            check.batch(&mut tx, &batch.rows).await.context("cannot read provenance")?;
+            tx.commit().await.context("cannot read provenance")?;
         } else if args.dry_run {
             let ids: Vec<String> = batch.rows.iter().map(|r| r.event_id.clone()).collect();
-            let stored = provenance::existing_event_ids(&mut conn, &ids).await.context("cannot read provenance")?;
+            let stored = provenance::existing_event_ids(&mut tx, &ids).await.context("cannot read provenance")?;
+            tx.commit().await.context("cannot read provenance")?;
             for id in ids {
                 if stored.contains(&id) || !seen.insert(id) {
                     counts.duplicates += 1;
@@ -125,7 +129,6 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         } else {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.context("cannot begin a transaction")?;
             let inserted = provenance::insert_rows(&mut tx, &batch.rows, provenance::Writer::Backfill)
                 .await
                 .context("cannot write provenance")?;
@@ -139,7 +142,9 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
 
     if args.verify {
-        let (report, failure) = verify::report(&mut conn, Some(&check)).await.context("cannot read provenance")?;
+        let mut tx = pool.begin().await.context("cannot begin a transaction")?;
+        let (report, failure) = verify::report(&mut tx, Some(&check)).await.context("cannot read provenance")?;
+        tx.commit().await.context("cannot read provenance")?;
         print!("{report}");
         return Ok(verdict(failure.or_else(|| invalid_failure(&counts, args.allow_invalid))));
     }

@@ -177,12 +177,13 @@ impl StatusLine {
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let pool = args.database.connect().await?;
-    let mut conn = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let mut lines = Vec::new();
-    for row in breaker::list(&mut conn).await.context("cannot read the breakers")? {
-        let since = outbox::changed_at(&mut conn, &row.name, row.version).await?;
+    for row in breaker::list(&mut tx).await.context("cannot read the breakers")? {
+        let since = outbox::changed_at(&mut tx, &row.name, row.version).await?;
         lines.push(StatusLine::of(row, since));
     }
+    tx.commit().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     } else if lines.is_empty() {

@@ -75,7 +75,7 @@ pub async fn run(args: CanaryArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_now(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pool = args.database.connect().await?;
-    crate::store::migrate(&pool).await?;
+    args.database.migrate_directly().await?;
     let actor = super::breaker::actor(args.actor);
     let request =
         args.canary.request(&args.breaker, "cli", Some(actor), &args.identity.instance(), &args.identity.runbook_url);
@@ -93,9 +93,10 @@ async fn run_now(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 async fn list(args: ReportsArgs) -> anyhow::Result<ExitCode> {
     let pool = args.database.connect().await?;
-    let mut conn = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let filter = ReportFilter { status: args.status, passed: None };
-    let (reports, total) = stored::list(&mut conn, &filter, args.limit).await?;
+    let (reports, total) = stored::list(&mut tx, &filter, args.limit).await?;
+    tx.commit().await?;
     if args.json {
         println!("{}", json!({ "total": total, "reports": reports }));
     } else {

@@ -62,9 +62,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let start = async {
         let pool = args.database.connect().await?;
         args.database.migrate_directly().await?;
-        let mut conn = pool.acquire().await?;
-        store::breaker::ensure(&mut conn, &args.pipeline.breaker).await?;
-        drop(conn);
+        let mut tx = pool.begin().await?;
+        store::breaker::ensure(&mut tx, &args.pipeline.breaker).await?;
+        tx.commit().await?;
         args.kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
         let listener = tokio::net::TcpListener::bind(args.http.addr)
             .await

@@ -386,8 +386,8 @@ fn status_of(api: &ApiConfig, row: &BreakerRow) -> Value {
 async fn status(caller: Caller) -> Result<Json<Value>, Failure> {
     caller.require(Role::Read)?;
     let api = &caller.api;
-    let mut conn = api.pool.acquire().await.map_err(Failure::internal)?;
-    let row = breaker::get(&mut conn, &api.breaker).await.map_err(Failure::internal)?.ok_or_else(|| {
+    let mut tx = api.pool.begin().await.map_err(Failure::internal)?;
+    let row = breaker::get(&mut tx, &api.breaker).await.map_err(Failure::internal)?.ok_or_else(|| {
         Failure::new(StatusCode::NOT_FOUND, "no_breaker", format!("no breaker named `{}`", api.breaker))
     })?;
     let mut body = status_of(api, &row);
@@ -396,12 +396,13 @@ async fn status(caller: Caller) -> Result<Json<Value>, Failure> {
         Some(end) => {
             let start = end - api.engine.window();
             let buckets =
-                crate::store::buckets::load(&mut conn, &api.breaker, start, end).await.map_err(Failure::internal)?;
+                crate::store::buckets::load(&mut tx, &api.breaker, start, end).await.map_err(Failure::internal)?;
             json!(crate::window::WindowSummary::of_buckets(start, end, buckets.iter().map(|(at, b)| (*at, b))))
         }
         None => Value::Null,
     };
-    let canary = crate::store::canary::signal_of(&mut conn, &api.breaker).await.map_err(Failure::internal)?;
+    let canary = crate::store::canary::signal_of(&mut tx, &api.breaker).await.map_err(Failure::internal)?;
+    tx.commit().await.map_err(Failure::internal)?;
     body["canary"] = match canary {
         Some((failing, run_id, checked_at)) => {
             json!({ "failing": failing, "run_id": run_id, "checked_at": checked_at })
@@ -440,10 +441,12 @@ async fn incidents(
             " FROM costsim_cb_incidents WHERE circuit_breaker_name = $1 AND ($2 OR NOT resolved)"
         };
     }
+    let mut tx = api.pool.begin().await.map_err(Failure::internal)?;
     let total: i64 = sqlx::query_scalar(concat!("SELECT count(*)", filter!()))
+        .persistent(false)
         .bind(&api.breaker)
         .bind(query.include_resolved)
-        .fetch_one(&api.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(Failure::internal)?;
     let rows = sqlx::query(concat!(
@@ -452,12 +455,14 @@ async fn incidents(
         filter!(),
         " ORDER BY \"timestamp\" DESC, id DESC LIMIT $3"
     ))
+    .persistent(false)
     .bind(&api.breaker)
     .bind(query.include_resolved)
     .bind(query.limit)
-    .fetch_all(&api.pool)
+    .fetch_all(&mut *tx)
     .await
     .map_err(Failure::internal)?;
+    tx.commit().await.map_err(Failure::internal)?;
     let incidents = rows
         .iter()
         .map(|row| -> Result<Value, sqlx::Error> {

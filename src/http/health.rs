@@ -231,9 +231,11 @@ impl Probes {
 
 async fn probe_postgres(pool: &PgPool, timeout: Duration) -> Result<Vec<BreakerRow>, Failure> {
     let query = async {
-        let mut conn = pool.acquire().await?;
-        sqlx::query("SELECT 1").execute(&mut *conn).await?;
-        store::breaker::list(&mut conn).await
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1").persistent(false).execute(&mut *tx).await?;
+        let rows = store::breaker::list(&mut tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(rows)
     };
     match tokio::time::timeout(timeout, query).await {
         Ok(Ok(rows)) => Ok(rows),

@@ -111,6 +111,7 @@ async fn divergence_report(
     let query = DivergenceQuery { start, end, tenant_id, drift_threshold: api.engine.drift_threshold, detailed };
     let mut tx = api.pool.begin().await.map_err(Failure::internal)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .persistent(false)
         .execute(&mut *tx)
         .await
         .map_err(Failure::internal)?;
@@ -142,8 +143,9 @@ async fn canary_reports(
         return Err(Failure::bad_request(format!("status must be pass, fail, error or skipped, not `{status}`")));
     }
     let filter = ReportFilter { status: params.status, passed: params.passed };
-    let mut conn = caller.api().pool.acquire().await.map_err(Failure::internal)?;
-    let (reports, total) = stored::list(&mut conn, &filter, limit).await.map_err(Failure::internal)?;
+    let mut tx = caller.api().pool.begin().await.map_err(Failure::internal)?;
+    let (reports, total) = stored::list(&mut tx, &filter, limit).await.map_err(Failure::internal)?;
+    tx.commit().await.map_err(Failure::internal)?;
     Ok(Json(json!({ "total": total, "reports": reports })))
 }
 
@@ -153,8 +155,10 @@ async fn canary_report(caller: Caller, run_id: Result<Path<String>, PathRejectio
     if run_id.len() > MAX_RUN_ID {
         return Err(Failure::bad_request(format!("run_id must be at most {MAX_RUN_ID} characters")));
     }
-    let mut conn = caller.api().pool.acquire().await.map_err(Failure::internal)?;
-    let report = stored::get(&mut conn, &run_id).await.map_err(Failure::internal)?.ok_or_else(|| {
+    let mut tx = caller.api().pool.begin().await.map_err(Failure::internal)?;
+    let report = stored::get(&mut tx, &run_id).await.map_err(Failure::internal)?;
+    tx.commit().await.map_err(Failure::internal)?;
+    let report = report.ok_or_else(|| {
         Failure::new(StatusCode::NOT_FOUND, "no_report", format!("no canary report with run_id `{run_id}`"))
     })?;
     Ok(Json(serde_json::to_value(report).map_err(Failure::internal)?))

@@ -47,8 +47,11 @@ impl LeaderSession {
         lock: LeaderLock,
         holder: &str,
     ) -> Result<Attempt, sqlx::Error> {
-        let acquired: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1::bigint)").bind(lock.id()).fetch_one(&mut conn).await?;
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1::bigint)")
+            .persistent(false)
+            .bind(lock.id())
+            .fetch_one(&mut conn)
+            .await?;
         if !acquired {
             return Ok(Attempt::Busy(conn));
         }
@@ -58,7 +61,7 @@ impl LeaderSession {
              ON CONFLICT ON CONSTRAINT pk_costsim_leader_leases DO UPDATE SET job = EXCLUDED.job, \
              holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, acquired_at = now(), heartbeat_at = now() \
              RETURNING backend_pid",
-        )
+        ).persistent(false)
         .bind(lock.id())
         .bind(lock.job())
         .bind(holder)
@@ -86,6 +89,7 @@ impl LeaderSession {
                  SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
                  AND classid = 0 AND objid = $1::oid AND objsubid = 1)",
         )
+        .persistent(false)
         .bind(self.lock.id())
         .execute(&mut self.conn)
         .await?;
@@ -95,10 +99,12 @@ impl LeaderSession {
     /// Deletes the lease, unlocks explicitly and closes the connection.
     pub async fn release(mut self) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM costsim_leader_leases WHERE lock_id = $1 AND backend_pid = pg_backend_pid()")
+            .persistent(false)
             .bind(self.lock.id())
             .execute(&mut self.conn)
             .await?;
         let _held: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1::bigint)")
+            .persistent(false)
             .bind(self.lock.id())
             .fetch_one(&mut self.conn)
             .await?;

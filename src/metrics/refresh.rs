@@ -33,7 +33,10 @@ pub fn state_gauge_value(state: BreakerState) -> i64 {
 /// Reads every breaker row and both outboxes once, in one read-only snapshot, and sets the gauges.
 pub async fn refresh_once(pool: &PgPool, metrics: &Metrics) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
     let breakers = store::breaker::list(&mut tx).await?;
     let pending_alerts = store::backlog::pending_alerts(&mut tx).await?;
     let outbox = store::backlog::outbox(&mut tx).await?;

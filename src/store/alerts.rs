@@ -26,6 +26,7 @@ pub async fn enqueue(
         "INSERT INTO costsim_alert_queue (payload, alert_type, circuit_breaker_name, incident_id) \
          VALUES ($1, $2, $3, $4) RETURNING id",
     )
+    .persistent(false)
     .bind(payload)
     .bind(alert_type)
     .bind(breaker)
@@ -41,6 +42,7 @@ pub async fn firing_payload(conn: &mut PgConnection, incident_id: &str) -> Resul
         "SELECT payload FROM costsim_alert_queue WHERE incident_id = $1 AND alert_type = ANY($2) \
          ORDER BY id DESC LIMIT 1",
     )
+    .persistent(false)
     .bind(incident_id)
     .bind(&FIRING_TYPES[..])
     .fetch_optional(conn)
@@ -62,6 +64,7 @@ pub async fn newest_payload(
         "SELECT payload FROM costsim_alert_queue WHERE circuit_breaker_name = $1 AND alert_type = $2 \
          ORDER BY id DESC LIMIT 1",
     )
+    .persistent(false)
     .bind(breaker)
     .bind(alert_type)
     .fetch_optional(conn)
@@ -105,6 +108,7 @@ pub async fn claim(conn: &mut PgConnection, limit: i64, lease: Duration) -> Resu
          FROM due WHERE q.id = due.id \
          RETURNING q.id, q.payload, q.alert_type, q.incident_id, q.attempts, q.max_attempts, q.lease_until",
     )
+    .persistent(false)
     .bind(limit)
     .bind(lease.as_secs_f64())
     .fetch_all(conn)
@@ -142,6 +146,7 @@ pub async fn mark_sent(conn: &mut PgConnection, id: i64) -> Result<Option<f64>, 
              RETURNING i.id) \
          SELECT latency FROM sent",
     )
+    .persistent(false)
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -175,6 +180,7 @@ pub async fn mark_failed(
          WHERE id = $1 AND status = 'pending' AND lease_until = $2 \
          RETURNING status",
     )
+    .persistent(false)
     .bind(row.id)
     .bind(row.lease_until)
     .bind(error)
@@ -213,6 +219,7 @@ pub async fn firing(conn: &mut PgConnection) -> Result<Vec<Firing>, sqlx::Error>
          WHERE (state <> 'closed' AND incident_id IS NOT NULL) OR (state = 'closed' AND warning_active) \
          ORDER BY name",
     )
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -240,6 +247,7 @@ pub async fn still_firing(conn: &mut PgConnection, alert: &Firing) -> Result<boo
     let row = sqlx::query(
         "SELECT state, incident_id, warning_active FROM costsim_cb_state WHERE name = $1 FOR NO KEY UPDATE",
     )
+    .persistent(false)
     .bind(breaker)
     .fetch_optional(conn)
     .await?;
@@ -271,6 +279,7 @@ pub async fn due_resend(
                 EXISTS (SELECT 1 FROM mine WHERE status = 'pending') AS pending, \
                 (SELECT max(created_at) FROM mine) AS newest",
     )
+    .persistent(false)
     .bind(by_incident)
     .bind(key)
     .bind(&types)
@@ -309,6 +318,7 @@ pub async fn stats(conn: &mut PgConnection) -> Result<QueueStats, sqlx::Error> {
                 EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS age \
          FROM costsim_alert_queue",
     )
+    .persistent(false)
     .fetch_one(conn)
     .await?;
     Ok(QueueStats {
@@ -340,11 +350,13 @@ pub async fn retry_failed(conn: &mut PgConnection, max_attempts: i32) -> Result<
              SELECT 1 FROM costsim_alert_queue n \
              WHERE n.id > q.id AND n.status = 'sent' AND n.payload->0->'labels' = q.payload->0->'labels')",
     )
+    .persistent(false)
     .bind(max_attempts)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     let superseded: i64 = sqlx::query_scalar("SELECT count(*) FROM costsim_alert_queue WHERE status = 'failed'")
+        .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Retried { retried, superseded: superseded as u64 })
@@ -353,6 +365,7 @@ pub async fn retry_failed(conn: &mut PgConnection, max_attempts: i32) -> Result<
 /// Deletes sent and failed rows queued before `before`; pending rows are never deleted. Returns the count.
 pub async fn purge(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM costsim_alert_queue WHERE status IN ('sent', 'failed') AND created_at < $1")
+        .persistent(false)
         .bind(before)
         .execute(conn)
         .await?

@@ -14,7 +14,10 @@ pub struct OutboxBacklog {
 
 /// Alert-queue rows still waiting for delivery (status `pending`, whether or not a retry is due yet).
 pub async fn pending_alerts(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM costsim_alert_queue WHERE status = 'pending'").fetch_one(conn).await
+    sqlx::query_scalar("SELECT count(*) FROM costsim_alert_queue WHERE status = 'pending'")
+        .persistent(false)
+        .fetch_one(conn)
+        .await
 }
 
 /// The state events the relay has not published yet. The age is computed by PostgreSQL (`now()` against
@@ -25,6 +28,7 @@ pub async fn outbox(conn: &mut PgConnection) -> Result<OutboxBacklog, sqlx::Erro
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds \
          FROM costsim_breaker_events WHERE published_at IS NULL",
     )
+    .persistent(false)
     .fetch_one(conn)
     .await?;
     Ok(OutboxBacklog {

@@ -97,14 +97,17 @@ fn from_row(row: &PgRow) -> Result<BreakerRow, sqlx::Error> {
 
 /// Every breaker, by name, without locking.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<BreakerRow>, sqlx::Error> {
-    let rows =
-        sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state ORDER BY name")).fetch_all(conn).await?;
+    let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state ORDER BY name"))
+        .persistent(false)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(from_row).collect()
 }
 
 /// One breaker, without locking.
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<BreakerRow>, sqlx::Error> {
     let row = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state WHERE name = $1"))
+        .persistent(false)
         .bind(name)
         .fetch_optional(conn)
         .await?;
@@ -118,6 +121,7 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<BreakerRo
 /// every other decision and update of the row, and the name (its key) never changes.
 pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Option<BreakerRow>, sqlx::Error> {
     let row = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_cb_state WHERE name = $1 FOR NO KEY UPDATE"))
+        .persistent(false)
         .bind(name)
         .fetch_optional(conn)
         .await?;
@@ -129,6 +133,7 @@ pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Err
     sqlx::query(
         "INSERT INTO costsim_cb_state (name) VALUES ($1) ON CONFLICT ON CONSTRAINT uq_costsim_cb_state_name DO NOTHING",
     )
+    .persistent(false)
     .bind(name)
     .execute(conn)
     .await?;
@@ -246,6 +251,7 @@ pub async fn apply(
          half_open_since = $14, last_evaluated_at = COALESCE($15, last_evaluated_at), warning_active = $16, \
          updated_at = now() WHERE name = $1",
     )
+    .persistent(false)
     .bind(&row.name)
     .bind(next.state.as_str())
     .bind(version)
@@ -313,6 +319,7 @@ async fn open_incident(
         "INSERT INTO costsim_cb_incidents (id, circuit_breaker_name, \"timestamp\", reason, severity, drift_score, \
          sample_count, evidence, details_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
+    .persistent(false)
     .bind(&id)
     .bind(breaker)
     .bind(now)
@@ -340,6 +347,7 @@ async fn resolve_incident(
         "UPDATE costsim_cb_incidents SET resolved = true, resolved_at = $2, resolved_by = $3, resolution_notes = $4 \
          WHERE id = $1 AND NOT resolved",
     )
+    .persistent(false)
     .bind(incident_id)
     .bind(now)
     .bind(resolved_by)

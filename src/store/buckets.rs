@@ -41,6 +41,7 @@ pub async fn merge(
         "SELECT bucket_start, sketch, schema_error_count, unscored_count FROM costsim_drift_buckets \
          WHERE breaker = $1 AND topic = $2 AND \"partition\" = $3 AND bucket_start = ANY($4)",
     )
+    .persistent(false)
     .bind(source.breaker)
     .bind(source.topic)
     .bind(source.partition)
@@ -69,6 +70,7 @@ pub async fn merge(
          sample_count = EXCLUDED.sample_count, schema_error_count = EXCLUDED.schema_error_count, \
          unscored_count = EXCLUDED.unscored_count, updated_at = now()",
     )
+    .persistent(false)
     .bind(source.breaker)
     .bind(source.topic)
     .bind(source.partition)
@@ -93,6 +95,7 @@ pub async fn load(
         "SELECT bucket_start, sketch, schema_error_count, unscored_count FROM costsim_drift_buckets \
          WHERE breaker = $1 AND bucket_start >= $2 AND bucket_start < $3",
     )
+    .persistent(false)
     .bind(breaker)
     .bind(from)
     .bind(to)
@@ -108,6 +111,7 @@ pub async fn load(
 /// The start of a breaker's oldest stored bucket.
 pub async fn oldest(conn: &mut PgConnection, breaker: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("SELECT min(bucket_start) FROM costsim_drift_buckets WHERE breaker = $1")
+        .persistent(false)
         .bind(breaker)
         .fetch_one(conn)
         .await
@@ -116,6 +120,7 @@ pub async fn oldest(conn: &mut PgConnection, breaker: &str) -> Result<Option<Dat
 /// Deletes buckets that started before `before`, which no decision can see any more; returns how many.
 pub async fn prune(conn: &mut PgConnection, breaker: &str, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM costsim_drift_buckets WHERE breaker = $1 AND bucket_start < $2")
+        .persistent(false)
         .bind(breaker)
         .bind(before)
         .execute(conn)

@@ -33,6 +33,7 @@ pub async fn samples(
            AND v1_cost IS NOT NULL AND v2_cost IS NOT NULL AND drift_score IS NOT NULL \
          ORDER BY md5(event_id || $3) LIMIT $4",
     )
+    .persistent(false)
     .bind(from)
     .bind(to)
     .bind(run_id)
@@ -150,6 +151,7 @@ pub async fn insert(conn: &mut PgConnection, run: &RunInfo<'_>, e: &Evaluation) 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING ",
         columns!()
     ))
+    .persistent(false)
     .bind(run.run_id)
     .bind(run.at)
     .bind(run.breaker)
@@ -195,12 +197,14 @@ pub async fn list(
         };
     }
     let total: i64 = sqlx::query_scalar(concat!("SELECT count(*)", matching!()))
+        .persistent(false)
         .bind(&filter.status)
         .bind(filter.passed)
         .fetch_one(&mut *conn)
         .await?;
     let rows =
         sqlx::query(concat!("SELECT ", columns!(), matching!(), " ORDER BY \"timestamp\" DESC, id DESC LIMIT $3"))
+            .persistent(false)
             .bind(&filter.status)
             .bind(filter.passed)
             .bind(limit)
@@ -212,6 +216,7 @@ pub async fn list(
 /// The report of one run.
 pub async fn get(conn: &mut PgConnection, run_id: &str) -> Result<Option<Report>, sqlx::Error> {
     let row = sqlx::query(concat!("SELECT ", columns!(), " FROM costsim_canary_reports WHERE run_id = $1"))
+        .persistent(false)
         .bind(run_id)
         .fetch_optional(conn)
         .await?;
@@ -221,6 +226,7 @@ pub async fn get(conn: &mut PgConnection, run_id: &str) -> Result<Option<Report>
 /// When the newest scheduled run was made.
 pub async fn last_scheduled(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("SELECT max(\"timestamp\") FROM costsim_canary_reports WHERE trigger = 'schedule'")
+        .persistent(false)
         .fetch_one(conn)
         .await
 }
@@ -249,6 +255,7 @@ pub async fn record_signal(
     let breaker = report.breaker.as_deref().unwrap_or_default();
     let failing: Option<bool> =
         sqlx::query_scalar("SELECT canary_failing FROM costsim_cb_state WHERE name = $1 FOR UPDATE")
+            .persistent(false)
             .bind(breaker)
             .fetch_optional(&mut *conn)
             .await?;
@@ -287,6 +294,7 @@ pub async fn record_signal(
             "UPDATE costsim_cb_state SET canary_failing = $2, canary_run_id = $3, canary_checked_at = $4 \
              WHERE name = $1",
         )
+        .persistent(false)
         .bind(breaker)
         .bind(e.status == crate::canary::CanaryStatus::Fail)
         .bind(&report.run_id)
@@ -303,6 +311,7 @@ pub async fn signal_of(
     breaker: &str,
 ) -> Result<Option<(bool, Option<String>, Option<DateTime<Utc>>)>, sqlx::Error> {
     sqlx::query_as("SELECT canary_failing, canary_run_id, canary_checked_at FROM costsim_cb_state WHERE name = $1")
+        .persistent(false)
         .bind(breaker)
         .fetch_optional(conn)
         .await
@@ -330,7 +339,7 @@ pub async fn gauges(conn: &mut PgConnection) -> Result<Vec<CanaryGauges>, sqlx::
                 (SELECT r.kl_divergence FROM costsim_canary_reports r \
                  WHERE r.breaker = s.name AND r.kl_divergence IS NOT NULL ORDER BY r.\"timestamp\" DESC, r.id DESC LIMIT 1) \
          FROM costsim_cb_state s ORDER BY s.name",
-    )
+    ).persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -107,6 +107,7 @@ pub async fn report(conn: &mut PgConnection, q: &DivergenceQuery) -> Result<Dive
                 max(GREATEST(v1_cost, v2_cost, 1)) FILTER (WHERE v1_cost IS NOT NULL AND v2_cost IS NOT NULL) AS high",
         window!()
     ))
+    .persistent(false)
     .bind(q.start)
     .bind(q.end)
     .bind(&q.tenant_id)
@@ -124,6 +125,7 @@ pub async fn report(conn: &mut PgConnection, q: &DivergenceQuery) -> Result<Dive
     let (delta_p50, delta_p90) = percentiles(conn, q, scored).await?;
     let version: Option<String> =
         sqlx::query_scalar(concat!("SELECT model_version", window!(), " ORDER BY occurred_at DESC, id DESC LIMIT 1"))
+            .persistent(false)
             .bind(q.start)
             .bind(q.end)
             .bind(&q.tenant_id)
@@ -157,6 +159,7 @@ async fn histograms(conn: &mut PgConnection, q: &DivergenceQuery, b: Binning) ->
         scored!(),
         " GROUP BY 1, 2"
     ))
+    .persistent(false)
     .bind(q.start)
     .bind(q.end)
     .bind(&q.tenant_id)
@@ -189,6 +192,7 @@ async fn percentiles(
         scored!(),
         ") ranked WHERE rn = ANY($4)"
     ))
+    .persistent(false)
     .bind(q.start)
     .bind(q.end)
     .bind(&q.tenant_id)
@@ -209,6 +213,7 @@ async fn detailed(conn: &mut PgConnection, q: &DivergenceQuery) -> Result<Vec<De
         window!(),
         " ORDER BY occurred_at DESC, id DESC LIMIT $4"
     ))
+    .persistent(false)
     .bind(q.start)
     .bind(q.end)
     .bind(&q.tenant_id)

@@ -56,6 +56,7 @@ pub async fn register(
          SELECT $1, $2, p FROM UNNEST($3::int4[]) AS p \
          ON CONFLICT ON CONSTRAINT pk_costsim_consumed_offsets DO UPDATE SET updated_at = now()",
     )
+    .persistent(false)
     .bind(group)
     .bind(topic)
     .bind(partitions)
@@ -80,6 +81,7 @@ pub async fn lock(
          DO UPDATE SET next_offset = COALESCE(o.next_offset, EXCLUDED.next_offset) \
          RETURNING next_offset, watermark",
     )
+    .persistent(false)
     .bind(group)
     .bind(topic)
     .bind(partition)
@@ -101,6 +103,7 @@ pub async fn save(
         "UPDATE costsim_consumed_offsets SET next_offset = $4, watermark = GREATEST(watermark, $5), \
          updated_at = now() WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3",
     )
+    .persistent(false)
     .bind(group)
     .bind(topic)
     .bind(partition)
@@ -122,6 +125,7 @@ pub async fn marks(
         "SELECT \"partition\", watermark, updated_at >= now() - make_interval(secs => $3) AS active \
          FROM costsim_consumed_offsets WHERE consumer_group = $1 AND topic = $2 ORDER BY \"partition\"",
     )
+    .persistent(false)
     .bind(group)
     .bind(topic)
     .bind(idle_seconds)
@@ -143,6 +147,7 @@ pub async fn record_lost(
          (consumer_group, topic, \"partition\", first_offset, end_offset, log_start_offset) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
+    .persistent(false)
     .bind(group)
     .bind(topic)
     .bind(partition)

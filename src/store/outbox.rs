@@ -12,6 +12,7 @@ pub async fn enqueue(conn: &mut PgConnection, change: &BreakerStateChanged) -> R
     let payload: serde_json::Value =
         serde_json::from_str(&breaker_state_changed_to_json(change)).expect("our JSON form parses");
     sqlx::query("INSERT INTO costsim_breaker_events (event_id, breaker, version, payload) VALUES ($1, $2, $3, $4)")
+        .persistent(false)
         .bind(&change.event_id)
         .bind(&change.breaker)
         .bind(change.version)
@@ -50,6 +51,7 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Unpublishe
              AND o.published_at IS NULL AND o.id NOT IN (SELECT id FROM claimed)) \
          ORDER BY c.breaker, c.version",
     )
+    .persistent(false)
     .bind(limit)
     .fetch_all(conn)
     .await
@@ -61,6 +63,7 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
         return Ok(());
     }
     sqlx::query("UPDATE costsim_breaker_events SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+        .persistent(false)
         .bind(ids)
         .execute(conn)
         .await?;
@@ -76,6 +79,7 @@ pub async fn changed_at(
     let at: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
         "SELECT (payload->>'occurred_at')::timestamptz FROM costsim_breaker_events WHERE breaker = $1 AND version = $2",
     )
+    .persistent(false)
     .bind(breaker)
     .bind(version)
     .fetch_optional(conn)

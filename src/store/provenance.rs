@@ -171,6 +171,7 @@ pub async fn insert_rows(
         Writer::Backfill => concat!(insert_rows_sql!(), "DO NOTHING RETURNING event_id"),
     };
     let inserted: Vec<String> = sqlx::query_scalar(sql)
+        .persistent(false)
         .bind(&c.event_id)
         .bind(&c.occurred_at)
         .bind(&c.run_id)
@@ -204,6 +205,7 @@ pub async fn insert_rows(
 pub async fn existing_event_ids(conn: &mut PgConnection, event_ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
     let found: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM costsim_provenance WHERE event_id = ANY($1::text[])")
+            .persistent(false)
             .bind(event_ids)
             .fetch_all(conn)
             .await?;

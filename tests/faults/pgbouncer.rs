@@ -1,8 +1,10 @@
 //! The processor behind PgBouncer in transaction-pooling mode (`scripts/pgbouncer up`, Debian's 1.18): the pool
-//! goes through PgBouncer with sqlx's statement cache off, the leader locks and migrations connect directly.
+//! goes through PgBouncer, the leader locks and migrations connect directly.
 //!
-//! Long form only: CI's stack has no PgBouncer. `scripts/pgbouncer test` also runs the whole integration suite
-//! through it.
+//! PgBouncer 1.18 tracks no prepared statements, so what makes it work is in our code: every statement unnamed and
+//! inside a transaction (`src/store.rs`). The short form checks that rule over `src/`; the scenarios with
+//! PgBouncer are the long form (CI's stack has none). `scripts/pgbouncer test` also runs the whole integration
+//! suite through it.
 
 use std::time::Duration;
 
@@ -24,12 +26,11 @@ fn pgbouncer_port() -> u16 {
     std::env::var("COSTSIM_PGBOUNCER_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(6432)
 }
 
-/// The test database through PgBouncer, with sqlx's named statements off.
+/// The test database through PgBouncer.
 async fn pooled_url(pool: &PgPool) -> String {
     let mut url = url::Url::parse(&database_url(pool).await).unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
     url.set_port(Some(pgbouncer_port())).unwrap();
-    url.set_query(Some("statement-cache-capacity=0"));
     let answers = tokio::net::TcpStream::connect(("127.0.0.1", pgbouncer_port())).await.is_ok();
     assert!(answers, "no PgBouncer on 127.0.0.1:{}: run `scripts/pgbouncer up` first", pgbouncer_port());
     url.to_string()
@@ -144,7 +145,9 @@ async fn one_query(bouncer: &PgPool, mode: Mode, c: u32, i: u32) -> Result<bool,
 /// Describe, Sync) before Bind, Execute, Sync. Outside a transaction PgBouncer may hand the second half to another
 /// server connection. This measures each way with more clients (60) than PgBouncer has servers (20).
 async fn contention(pool: PgPool, mode: Mode) {
-    let options: PgConnectOptions = pooled_url(&pool).await.parse().unwrap();
+    // sqlx's cache off, as the earlier advice was: it does not stop the naming (the Named row).
+    let url = format!("{}?statement-cache-capacity=0", pooled_url(&pool).await);
+    let options: PgConnectOptions = url.parse().unwrap();
     let clients = 60u32;
     let bouncer = PgPoolOptions::new().max_connections(clients).connect_with(options).await.unwrap();
     let per_client = 300;
@@ -195,4 +198,113 @@ async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) 
 #[ignore = "long form: needs `scripts/pgbouncer up`"]
 async fn unnamed_statements_inside_transactions_under_contention(pool: PgPool) {
     contention(pool, Mode::UnnamedInTransaction).await;
+}
+
+/// What an unnamed statement costs on a direct connection, next to sqlx's default (named and cached): the same
+/// primary-key read, alternately named and unnamed, 20 000 times each inside one transaction, five rounds. The
+/// unnamed one adds a round trip (`Parse`/`Describe`/`Sync`) and a parse and plan per execution.
+#[sqlx::test]
+#[ignore = "long form: a measurement (docs/RELIABILITY.md, note 2 of parts 4-7)"]
+async fn unnamed_statements_cost_on_a_direct_connection(pool: PgPool) {
+    let statements = 20_000u32;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut micros = [Vec::new(), Vec::new()];
+    for _round in 0..5 {
+        for (k, persistent) in [true, false].into_iter().enumerate() {
+            let started = Instant::now();
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+            for i in 0..statements {
+                let name = if i % 2 == 0 { "costsim_v2" } else { "none" };
+                let _: Option<String> = sqlx::query_scalar("SELECT state FROM costsim_cb_state WHERE name = $1")
+                    .persistent(persistent)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            micros[k].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(statements));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "pgbouncer-cost: statements={statements} named_us={:.1?} unnamed_us={:.1?} median_named_us={:.1} \
+         median_unnamed_us={:.1}",
+        micros[0],
+        micros[1],
+        median(&micros[0]),
+        median(&micros[1])
+    );
+    assert!(micros.iter().all(|m| m.len() == 5), "every round measured");
+}
+
+/// The Rust sources under `src/`, as (path, text).
+fn sources() -> Vec<(String, String)> {
+    let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    assert!(files.len() > 50, "read the sources ({} files)", files.len());
+    files
+}
+
+/// Every `sqlx::query*` call in `src/` is made `.persistent(false)` before it runs: a persistent statement is named
+/// (`sqlx_s_<n>`) and collides with another client's on PgBouncer 1.18's shared server connections.
+#[test]
+fn every_statement_in_src_is_unnamed() {
+    let (mut statements, mut offenders) = (0, Vec::new());
+    for (path, text) in sources() {
+        for (at, _) in text.match_indices("sqlx::query") {
+            // The builder chain up to the call that runs it.
+            let chain = &text[at..];
+            let end = [".fetch", ".execute("].iter().filter_map(|w| chain.find(w)).min().unwrap_or(chain.len());
+            statements += 1;
+            if !chain[..end].contains(".persistent(false)") {
+                let line = text[..at].lines().count();
+                offenders.push(format!("{path}:{line}: {}", chain.lines().next().unwrap_or_default()));
+            }
+        }
+    }
+    assert!(statements > 60, "found the statements ({statements})");
+    assert!(offenders.is_empty(), "statements sqlx would name:\n{}", offenders.join("\n"));
+}
+
+/// Nothing in `src/` runs statements on the pool or on a bare pooled connection outside a transaction: an unnamed
+/// statement takes two round trips, and between them a transaction-mode pooler may hand the server to another
+/// client. The one `acquire()` left is `store::migrate`'s, documented as direct only.
+#[test]
+fn pooled_connections_in_src_run_statements_only_inside_transactions() {
+    // `.fetch_one(&pool)`, `.execute(&self.pool)`, ...: an executor argument that is a pool.
+    let on_pool = |line: &str| {
+        [".fetch", ".execute("].iter().any(|w| {
+            line.match_indices(w).any(|(at, _)| {
+                let call = &line[at..];
+                let args = call.find('(').map(|open| &call[open + 1..]).unwrap_or_default();
+                let arg = args.split(')').next().unwrap_or_default().trim().trim_start_matches('&');
+                arg.rsplit('.').next() == Some("pool")
+            })
+        })
+    };
+    let mut offenders = Vec::new();
+    for (path, text) in sources() {
+        for (n, line) in text.lines().enumerate() {
+            let acquire = line.contains(".acquire()") && !path.ends_with("src/store.rs");
+            if acquire || on_pool(line) {
+                offenders.push(format!("{path}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "statements outside a transaction:\n{}", offenders.join("\n"));
 }

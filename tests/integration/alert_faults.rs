@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::alerts::delivery;
-use crate::helpers::DEADLINE;
+use crate::helpers::{DEADLINE, app_pool};
 
 /// How the fake Alertmanager answers a POST.
 #[derive(Clone, Copy)]
@@ -101,7 +101,7 @@ async fn make_due(pool: &PgPool) {
 async fn an_error_answer_backs_off_with_growing_delays_and_dead_letters_at_max_attempts(pool: PgPool) {
     let fake = FakeAlertmanager::start(Behaviour::Fail).await;
     let metrics = Metrics::new();
-    let drainer = Drainer::new(pool.clone(), delivery(&fake.url), metrics.clone()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, delivery(&fake.url), metrics.clone()).unwrap();
     let id = enqueue(&pool, "Backoff", 0).await;
     sqlx::query("UPDATE costsim_alert_queue SET max_attempts = 4 WHERE id = $1").bind(id).execute(&pool).await.unwrap();
 
@@ -142,7 +142,7 @@ async fn a_hanging_endpoint_is_cut_by_the_timeout_and_recorded_as_one(pool: PgPo
     let metrics = Metrics::new();
     let mut settings = delivery(&fake.url);
     settings.timeout = Duration::from_millis(500);
-    let drainer = Drainer::new(pool.clone(), settings, metrics.clone()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, settings, metrics.clone()).unwrap();
     let id = enqueue(&pool, "Hang", 0).await;
 
     let started = tokio::time::Instant::now();
@@ -169,7 +169,7 @@ async fn two_drainers_on_one_queue_post_each_row_once_and_each_alert_in_order(po
     for seq in 0..30 {
         ids.push(enqueue(&pool, &format!("Alert{}", seq % 10), seq).await);
     }
-    let a = Drainer::new(pool.clone(), delivery(&fake.url), Metrics::new()).unwrap().with_batch_size(4);
+    let a = Drainer::new(app_pool(&pool).await, delivery(&fake.url), Metrics::new()).unwrap().with_batch_size(4);
     let b = a.clone();
     let drain_all = |drainer: Drainer| {
         let pool = pool.clone();

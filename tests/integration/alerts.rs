@@ -14,7 +14,7 @@ use costsim_breaker::store::breaker::{self, ApplySettings};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::DEADLINE;
+use crate::helpers::{DEADLINE, app_pool};
 
 const BREAKER: &str = "costsim_v2";
 
@@ -146,7 +146,7 @@ async fn drain(drainer: &Drainer) -> DrainOutcome {
 async fn a_trip_fires_its_alert_in_alertmanager_and_recovery_resolves_that_same_alert(pool: PgPool) {
     let instance = instance();
     let metrics = Metrics::new();
-    let drainer = Drainer::new(pool.clone(), delivery(&alertmanager_url()), metrics.clone()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, delivery(&alertmanager_url()), metrics.clone()).unwrap();
     decide(&pool, &instance, |b| manual_disable(b, "bad model rollout", 3600, Utc::now())).await;
     let incident: String =
         sqlx::query_scalar("SELECT incident_id FROM costsim_cb_state").fetch_one(&pool).await.unwrap();
@@ -186,7 +186,7 @@ async fn a_trip_fires_its_alert_in_alertmanager_and_recovery_resolves_that_same_
 #[sqlx::test]
 async fn the_drift_warning_fires_once_and_a_trip_resolves_it_while_the_incident_alert_fires(pool: PgPool) {
     let instance = instance();
-    let drainer = Drainer::new(pool.clone(), delivery(&alertmanager_url()), Metrics::new()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, delivery(&alertmanager_url()), Metrics::new()).unwrap();
     decide(&pool, &instance, |b| stay(b, Outcome::Warn { evidence: evidence(0.17, 0) })).await;
     decide(&pool, &instance, |b| stay(b, Outcome::Warn { evidence: evidence(0.21, 1) })).await;
     decide(&pool, &instance, |b| stay(b, Outcome::InsufficientData { sample_count: 3, min_samples: 50 })).await;
@@ -222,7 +222,7 @@ async fn the_drift_warning_fires_once_and_a_trip_resolves_it_while_the_incident_
 #[sqlx::test]
 async fn drift_falling_back_below_the_warning_level_resolves_the_warning(pool: PgPool) {
     let instance = instance();
-    let drainer = Drainer::new(pool.clone(), delivery(&alertmanager_url()), Metrics::new()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, delivery(&alertmanager_url()), Metrics::new()).unwrap();
     decide(&pool, &instance, |b| stay(b, Outcome::Warn { evidence: evidence(0.18, 0) })).await;
     drain(&drainer).await;
     alerts_until(&instance, "the warning is active", |a| a.len() == 1).await;
@@ -238,7 +238,7 @@ async fn drift_falling_back_below_the_warning_level_resolves_the_warning(pool: P
 #[sqlx::test]
 async fn a_firing_alert_is_resent_with_a_later_end_until_the_breaker_closes(pool: PgPool) {
     let instance = instance();
-    let drainer = Drainer::new(pool.clone(), delivery(&alertmanager_url()), Metrics::new()).unwrap();
+    let drainer = Drainer::new(app_pool(&pool).await, delivery(&alertmanager_url()), Metrics::new()).unwrap();
     decide(&pool, &instance, |b| manual_disable(b, "maintenance", 0, Utc::now())).await;
     let now = Utc::now();
     assert_eq!(drainer.resend_once(now).await.unwrap(), 0, "nothing to re-send before an interval passed");
@@ -278,8 +278,9 @@ async fn an_unreachable_alertmanager_keeps_the_row_pending_with_backoff_then_it_
     };
     let metrics = Metrics::new();
     let down =
-        Drainer::new(pool.clone(), delivery(&format!("http://127.0.0.1:{closed_port}")), metrics.clone()).unwrap();
-    let up = Drainer::new(pool.clone(), delivery(&alertmanager_url()), metrics.clone()).unwrap();
+        Drainer::new(app_pool(&pool).await, delivery(&format!("http://127.0.0.1:{closed_port}")), metrics.clone())
+            .unwrap();
+    let up = Drainer::new(app_pool(&pool).await, delivery(&alertmanager_url()), metrics.clone()).unwrap();
     decide(&pool, &instance, |b| manual_disable(b, "maintenance", 3600, Utc::now())).await;
 
     assert_eq!(drain(&down).await, DrainOutcome::Attempted { sent: 0, retrying: 1, dead: 0 });

@@ -6,17 +6,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
-use crate::helpers::{DEADLINE, command, fresh_kafka};
-use crate::pipeline::database_url;
+use crate::helpers::{DEADLINE, app_url, command, database_env, fresh_kafka};
 
 async fn alerts(pool: &PgPool, args: &[&str]) -> Output {
-    let out = command(&fresh_kafka())
-        .env("DATABASE_URL", database_url(pool).await)
-        .arg("alerts")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+    let out = command(&fresh_kafka()).envs(database_env(pool)).arg("alerts").args(args).output().await.unwrap();
     assert!(out.status.success(), "alerts {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
@@ -93,7 +86,7 @@ async fn stats_purge_and_retry_manage_the_queue(pool: PgPool) {
 #[sqlx::test]
 async fn run_refuses_to_start_without_alertmanager_url_unless_alerts_are_off(pool: PgPool) {
     let kafka = fresh_kafka();
-    let url = database_url(&pool).await;
+    let url = app_url(&pool);
     let out = command(&kafka)
         .arg("run")
         .env("DATABASE_URL", &url)

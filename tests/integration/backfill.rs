@@ -10,15 +10,14 @@ use costsim_breaker::kafka::{KafkaConfig, TopicRole};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 
-use crate::helpers::{command, fresh_kafka};
-use crate::pipeline::{Processor, database_url, produce, spike, wait_for};
+use crate::helpers::{command, database_env, fresh_kafka};
+use crate::pipeline::{Processor, produce, spike, wait_for};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backfill");
 
 /// Runs `backfill` with these arguments against the test's database; returns (exit ok, stdout, stderr).
 async fn backfill(pool: &PgPool, kafka: &KafkaConfig, args: &[&str]) -> (bool, String, String) {
-    let out =
-        command(kafka).arg("backfill").args(args).env("DATABASE_URL", database_url(pool).await).output().await.unwrap();
+    let out = command(kafka).arg("backfill").args(args).envs(database_env(pool)).output().await.unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }

@@ -6,20 +6,11 @@ use std::process::Output;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{command, fresh_kafka};
-
-/// The URL of the test's own database (the server of DATABASE_URL, the database `#[sqlx::test]` made).
-fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    let name = options.get_database().expect("test databases are named");
-    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("a URL");
-    url.set_path(name);
-    url.to_string()
-}
+use crate::helpers::{command, database_env, fresh_kafka};
 
 async fn breaker(pool: &PgPool, args: &[&str]) -> Output {
     let out = command(&fresh_kafka())
-        .env("DATABASE_URL", database_url(pool))
+        .envs(database_env(pool))
         .env_remove("COSTSIM_DISABLE_TTL_SECONDS")
         .env_remove("COSTSIM_DISABLE_TTL_HOURS")
         .arg("breaker")
@@ -131,7 +122,7 @@ async fn a_timed_disable_keeps_its_incident_when_its_ttl_is_changed(pool: PgPool
 #[sqlx::test]
 async fn an_unknown_breaker_is_refused_with_the_names_that_exist(pool: PgPool) {
     let out = command(&fresh_kafka())
-        .env("DATABASE_URL", database_url(&pool))
+        .envs(database_env(&pool))
         .args(["breaker", "enable", "--reason", "x", "--name", "nope"])
         .output()
         .await

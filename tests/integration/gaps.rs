@@ -14,8 +14,9 @@ use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
+use crate::helpers::app_url;
 use crate::helpers::{DEADLINE, fresh_kafka};
-use crate::pipeline::{Processor, database_url, produce, spike, wait_for};
+use crate::pipeline::{Processor, produce, spike, wait_for};
 
 /// Engine settings of the pipeline tests.
 const FAST: &[&str] = &["bucket_seconds=1", "window_seconds=10", "min_samples=20", "disable_ttl_seconds=3600"];
@@ -85,7 +86,7 @@ async fn records_deleted_before_they_were_applied_are_recorded_as_lost_and_consu
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut second = Processor::start_with_url(&kafka, &database_url(&pool).await, FAST, Stdio::piped());
+    let mut second = Processor::start_with_url(&kafka, &app_url(&pool), FAST, Stdio::piped());
     let mut lines = tokio::io::BufReader::new(second.0.stderr.take().unwrap()).lines();
     let said = tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.unwrap() {

@@ -1,4 +1,11 @@
-//! Test fixtures: fresh topic and group names per test, the stack's addresses, and polling with a deadline.
+//! Test fixtures: fresh topic and group names per test, the stack's addresses, the database code under test
+//! connects to, and polling with a deadline.
+//!
+//! Behind PgBouncer (`scripts/pgbouncer test` sets `COSTSIM_TEST_POOLER_ADDR`), the harness stays direct:
+//! `#[sqlx::test]` creates and drops each test's database on DATABASE_URL (it needs named statements and a
+//! session lock) and the tests' own checks use that pool, while code under test gets the same database through
+//! PgBouncer: [`app_pool`] for library code, [`database_env`] and [`app_url`] for child processes, whose leader
+//! locks and migrations get the direct URL.
 
 use std::time::Duration;
 
@@ -6,6 +13,8 @@ use costsim_breaker::kafka::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 /// How long a test waits for something the stack should do in well under a second.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -46,13 +55,64 @@ pub fn command(kafka: &KafkaConfig) -> tokio::process::Command {
     cmd
 }
 
-/// When the suite runs through PgBouncer (`scripts/pgbouncer test` exports COSTSIM_LEADER_DATABASE_URL, the direct
-/// server), the direct URL of the database `url` names, for the leader locks and migrations of a child `run`.
+/// The pooler's `host:port` when the suite runs through one (`scripts/pgbouncer test`), else `None`.
+pub fn pooler_addr() -> Option<(String, u16)> {
+    let addr = std::env::var("COSTSIM_TEST_POOLER_ADDR").ok().filter(|a| !a.is_empty())?;
+    let (host, port) = addr.rsplit_once(':').expect("COSTSIM_TEST_POOLER_ADDR is host:port");
+    Some((host.to_owned(), port.parse().expect("COSTSIM_TEST_POOLER_ADDR has a numeric port")))
+}
+
+/// The address code under test reaches PostgreSQL at: the pooler's, else the stack's server.
+pub fn app_server_addr() -> std::net::SocketAddr {
+    let (host, port) = pooler_addr().unwrap_or_else(|| ("127.0.0.1".to_owned(), 5432));
+    format!("{host}:{port}").parse().expect("an IP address and port")
+}
+
+/// The direct URL of the test's database: DATABASE_URL's server, the database `#[sqlx::test]` made.
+pub fn direct_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (scripts/stack env)");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(pool.connect_options().get_database().expect("test databases are named"));
+    url.to_string()
+}
+
+/// The URL code under test connects to: the test's database through the pooler when there is one, else direct.
+pub fn app_url(pool: &PgPool) -> String {
+    let mut url = url::Url::parse(&direct_url(pool)).expect("a URL");
+    if let Some((host, port)) = pooler_addr() {
+        url.set_host(Some(&host)).expect("a host");
+        url.set_port(Some(port)).expect("a port");
+    }
+    url.to_string()
+}
+
+/// Behind the pooler, the direct URL of the database `url` names, for the leader locks and migrations of a child.
 pub fn leader_url_for(url: &str) -> Option<String> {
-    let direct = std::env::var("COSTSIM_LEADER_DATABASE_URL").ok()?;
-    let mut direct = url::Url::parse(&direct).expect("COSTSIM_LEADER_DATABASE_URL is a URL");
+    pooler_addr()?;
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (scripts/stack env)");
+    let mut direct = url::Url::parse(&base).expect("DATABASE_URL is a URL");
     direct.set_path(url::Url::parse(url).expect("a database URL").path());
     Some(direct.to_string())
+}
+
+/// The database settings of a child using the test's database: DATABASE_URL as code under test uses it and,
+/// behind the pooler, COSTSIM_LEADER_DATABASE_URL direct.
+pub fn database_env(pool: &PgPool) -> Vec<(&'static str, String)> {
+    let url = app_url(pool);
+    let leader = leader_url_for(&url).map(|l| ("COSTSIM_LEADER_DATABASE_URL", l));
+    std::iter::once(("DATABASE_URL", url)).chain(leader).collect()
+}
+
+/// The pool handed to code under test: the test's database through the pooler when there is one (a pool of its
+/// own, as large as the test's), else the test's pool itself.
+pub async fn app_pool(pool: &PgPool) -> PgPool {
+    let Some((host, port)) = pooler_addr() else { return pool.clone() };
+    let options = (*pool.connect_options()).clone().host(&host).port(port);
+    PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections())
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("no pooler at {host}:{port} (scripts/pgbouncer up): {e}"))
 }
 
 /// Reads every partition of a topic from the beginning until `count` records arrived or the deadline passed.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{DEADLINE, fresh_kafka};
+use crate::helpers::{DEADLINE, app_pool, fresh_kafka};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -86,7 +86,7 @@ async fn closed_port() -> u16 {
 
 #[sqlx::test]
 async fn health_is_ready_and_lists_every_breaker_against_the_real_stack(pool: PgPool) {
-    let server = Server::start(state(pool, &fresh_kafka(), &Health::new())).await;
+    let server = Server::start(state(app_pool(&pool).await, &fresh_kafka(), &Health::new())).await;
     let (status, body) = server.get_json("/health").await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["status"], "ready");
@@ -112,7 +112,7 @@ async fn health_shows_an_open_breaker_with_its_incident_and_deadline(pool: PgPoo
     .execute(&pool)
     .await
     .unwrap();
-    let server = Server::start(state(pool, &fresh_kafka(), &Health::new())).await;
+    let server = Server::start(state(app_pool(&pool).await, &fresh_kafka(), &Health::new())).await;
     let (status, body) = server.get_json("/health").await;
     assert_eq!(status, 200, "an open breaker is a state, not a fault: {body:#}");
     let breaker = &body["breakers"][0];
@@ -145,7 +145,7 @@ async fn health_is_not_ready_with_a_reason_when_postgres_is_unreachable_and_neve
 async fn health_is_not_ready_with_a_reason_when_the_broker_is_unreachable(pool: PgPool) {
     let mut kafka = fresh_kafka();
     kafka.brokers = format!("127.0.0.1:{}", closed_port().await);
-    let server = Server::start(state(pool, &kafka, &Health::new())).await;
+    let server = Server::start(state(app_pool(&pool).await, &kafka, &Health::new())).await;
     let (status, body) = server.get_json("/health").await;
     assert_eq!(status, 503, "{body:#}");
     assert_eq!(body["checks"]["kafka"]["status"], "down");
@@ -157,7 +157,7 @@ async fn health_is_not_ready_with_a_reason_when_the_broker_is_unreachable(pool: 
 #[sqlx::test]
 async fn health_is_not_ready_while_the_pipeline_reports_a_dependency_down(pool: PgPool) {
     let health = Health::new();
-    let server = Server::start(state(pool, &fresh_kafka(), &health)).await;
+    let server = Server::start(state(app_pool(&pool).await, &fresh_kafka(), &health)).await;
     health.set_not_ready(Dependency::Postgres, "the batch transaction failed; retrying in 2 s");
     let (status, body) = server.get_json("/health").await;
     assert_eq!(status, 503, "{body:#}");
@@ -175,9 +175,10 @@ async fn health_is_not_ready_while_the_pipeline_reports_a_dependency_down(pool: 
 #[sqlx::test]
 async fn metrics_expose_the_domain_metrics_by_their_names(pool: PgPool) {
     let metrics = Metrics::new();
-    refresh::refresh_once(&pool, &metrics).await.unwrap();
+    let app = app_pool(&pool).await;
+    refresh::refresh_once(&app, &metrics).await.unwrap();
     metrics.v2_drift_score.observe(0.12);
-    let state = AppState::new(metrics, Health::new(), pool, &fresh_kafka(), PROBE_TIMEOUT).unwrap();
+    let state = AppState::new(metrics, Health::new(), app, &fresh_kafka(), PROBE_TIMEOUT).unwrap();
     let server = Server::start(state).await;
     let (status, head, text) = server.get("/metrics").await;
     assert_eq!(status, 200);
@@ -200,7 +201,7 @@ async fn metrics_expose_the_domain_metrics_by_their_names(pool: PgPool) {
 
 #[sqlx::test]
 async fn an_unknown_path_is_a_404_and_serve_returns_once_cancelled(pool: PgPool) {
-    let mut server = Server::start(state(pool, &fresh_kafka(), &Health::new())).await;
+    let mut server = Server::start(state(app_pool(&pool).await, &fresh_kafka(), &Health::new())).await;
     let (status, body) = server.get_json("/costsim/nope").await;
     assert_eq!((status, &body["error"]), (404, &"no route for GET /costsim/nope".into()));
 
@@ -212,15 +213,16 @@ async fn an_unknown_path_is_a_404_and_serve_returns_once_cancelled(pool: PgPool)
 #[sqlx::test]
 async fn health_reports_alertmanager_without_letting_it_decide_readiness(pool: PgPool) {
     let kafka = fresh_kafka();
-    let off = Server::start(state(pool.clone(), &kafka, &Health::new())).await;
+    let off = Server::start(state(app_pool(&pool).await, &kafka, &Health::new())).await;
     let (_, body) = off.get_json("/health").await;
     assert_eq!(body["checks"]["alertmanager"]["status"], "disabled", "{body:#}");
 
     let url = std::env::var("ALERTMANAGER_URL").expect("ALERTMANAGER_URL is set (scripts/stack env)");
     let endpoint = costsim_breaker::alertmanager::Endpoint::parse(&url).unwrap();
-    let up =
-        Server::start(state(pool.clone(), &kafka, &Health::new()).with_alertmanager(endpoint.ready_url()).unwrap())
-            .await;
+    let up = Server::start(
+        state(app_pool(&pool).await, &kafka, &Health::new()).with_alertmanager(endpoint.ready_url()).unwrap(),
+    )
+    .await;
     let (status, body) = up.get_json("/health").await;
     assert_eq!((status, body["checks"]["alertmanager"]["status"].as_str()), (200, Some("up")), "{body:#}");
     assert_eq!(body["checks"]["alertmanager"]["required"], false);
@@ -228,7 +230,10 @@ async fn health_reports_alertmanager_without_letting_it_decide_readiness(pool: P
     // Nothing listens on a port we just released: Alertmanager is down, the process stays ready.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let gone = costsim_breaker::alertmanager::Endpoint::parse(&format!("http://{closed}")).unwrap();
-    let down = Server::start(state(pool, &kafka, &Health::new()).with_alertmanager(gone.ready_url()).unwrap()).await;
+    let down = Server::start(
+        state(app_pool(&pool).await, &kafka, &Health::new()).with_alertmanager(gone.ready_url()).unwrap(),
+    )
+    .await;
     let (status, body) = down.get_json("/health").await;
     assert_eq!(body["checks"]["alertmanager"]["status"], "down", "{body:#}");
     assert_eq!(body["checks"]["alertmanager"]["reason"], "cannot reach Alertmanager");

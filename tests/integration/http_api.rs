@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::fresh_kafka;
+use crate::helpers::{app_pool, fresh_kafka};
 
 pub const READER: &str = "read-secret";
 pub const WRITER: &str = "write-secret";
@@ -36,6 +36,7 @@ impl Drop for Server {
 impl Server {
     /// Serves the API with these `name:role:token` entries.
     pub async fn start(pool: PgPool, tokens: &str) -> Server {
+        let pool = app_pool(&pool).await;
         let state = AppState::new(Metrics::new(), Health::new(), pool.clone(), &fresh_kafka(), Duration::from_secs(1))
             .unwrap()
             .with_api(ApiConfig {
@@ -254,7 +255,7 @@ async fn run_with(
     use tokio::io::AsyncBufReadExt;
     let mut cmd = crate::helpers::command(kafka);
     cmd.args(["run", "--alerts", "off"])
-        .env("DATABASE_URL", crate::pipeline::database_url(pool).await)
+        .envs(crate::helpers::database_env(pool))
         .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
         .env("COSTSIM_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
@@ -321,7 +322,7 @@ async fn run_refuses_to_start_with_an_unreadable_token_file_or_a_bad_entry(pool:
     ] {
         let output = crate::helpers::command(&kafka)
             .args(["run", "--alerts", "off"])
-            .env("DATABASE_URL", crate::pipeline::database_url(&pool).await)
+            .envs(crate::helpers::database_env(&pool))
             .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
             .env_remove("COSTSIM_API_TOKENS")
             .env_remove("COSTSIM_API_TOKENS_FILE")

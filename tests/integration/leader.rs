@@ -15,17 +15,10 @@ use crate::helpers::DEADLINE;
 /// How soon another contender must lead after the leader's backend is killed.
 const TAKEOVER: Duration = Duration::from_secs(10);
 
-/// The leader connection's options: the test's database, directly on the server when the suite runs through
+/// The leader connection's options: the test's database, directly on the server, also when the suite runs through
 /// PgBouncer (advisory locks are session state, which a transaction-mode pooler does not keep).
 fn options(pool: &PgPool) -> PgConnectOptions {
-    let pooled = (*pool.connect_options()).clone();
-    match std::env::var("COSTSIM_LEADER_DATABASE_URL") {
-        Ok(direct) => direct
-            .parse::<PgConnectOptions>()
-            .expect("COSTSIM_LEADER_DATABASE_URL is a database URL")
-            .database(pooled.get_database().expect("the test pool names its database")),
-        Err(_) => pooled,
-    }
+    (*pool.connect_options()).clone()
 }
 
 async fn lease(pool: &PgPool, lock: LeaderLock) -> Option<(String, i32)> {

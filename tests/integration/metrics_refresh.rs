@@ -5,7 +5,7 @@ use costsim_breaker::metrics::refresh::{refresh_once, run_refresher};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{DEADLINE, eventually};
+use crate::helpers::{DEADLINE, app_pool, eventually};
 
 async fn execute(pool: &PgPool, sql: &'static str) {
     sqlx::query(sql).execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -33,8 +33,8 @@ async fn a_refresh_sets_every_shared_gauge_from_the_rows(pool: PgPool) {
     )
     .await;
 
-    let metrics = Metrics::new();
-    refresh_once(&pool, &metrics).await.unwrap();
+    let (app, metrics) = (app_pool(&pool).await, Metrics::new());
+    refresh_once(&app, &metrics).await.unwrap();
     let state = |breaker: &str| metrics.v2_circuit_breaker_state.with_label_values(&[breaker]).get();
     assert_eq!((state("costsim_v2"), state("costsim_v3")), (1, 2));
     assert_eq!(metrics.cb_consecutive_failures.with_label_values(&["costsim_v2"]).get(), 3);
@@ -47,7 +47,7 @@ async fn a_refresh_sets_every_shared_gauge_from_the_rows(pool: PgPool) {
     execute(&pool, "UPDATE costsim_cb_state SET state = 'closed', consecutive_failures = 0 WHERE name = 'costsim_v2'")
         .await;
     execute(&pool, "UPDATE costsim_breaker_events SET published_at = now()").await;
-    refresh_once(&pool, &metrics).await.unwrap();
+    refresh_once(&app, &metrics).await.unwrap();
     assert_eq!(state("costsim_v2"), 0);
     assert_eq!(metrics.cb_consecutive_failures.with_label_values(&["costsim_v2"]).get(), 0);
     assert_eq!((metrics.outbox_pending_events.get(), metrics.outbox_lag_seconds.get()), (0, 0.0));
@@ -58,7 +58,7 @@ async fn the_refresher_refreshes_at_once_and_stops_when_cancelled(pool: PgPool) 
     execute(&pool, "UPDATE costsim_cb_state SET state = 'open' WHERE name = 'costsim_v2'").await;
     let metrics = Metrics::new();
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run_refresher(pool, metrics.clone(), cancel.clone()));
+    let task = tokio::spawn(run_refresher(app_pool(&pool).await, metrics.clone(), cancel.clone()));
     let gauge = metrics.v2_circuit_breaker_state.with_label_values(&["costsim_v2"]);
     eventually("the first refresh sets the state gauge", || gauge.get() == 1).await;
     cancel.cancel();

@@ -11,20 +11,11 @@ use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
-use crate::helpers::{DEADLINE, command, fresh_kafka, read_records};
+use crate::helpers::{DEADLINE, app_url, command, fresh_kafka, read_records};
 
 /// Engine settings small enough for a test: 1 s buckets in a 10 s window, 20 samples.
 const FAST: &[&str] =
     &["bucket_seconds=1", "window_seconds=10", "probation_seconds=5", "min_samples=20", "disable_ttl_seconds=3600"];
-
-/// The URL of the database a `#[sqlx::test]` pool points at, for a child process.
-pub async fn database_url(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (scripts/stack env)");
-    let mut url = url::Url::parse(&base).unwrap();
-    url.set_path(&name);
-    url.to_string()
-}
 
 /// A `run` process on a test's topics and database, killed when dropped.
 pub struct Processor(pub tokio::process::Child);
@@ -32,7 +23,7 @@ pub struct Processor(pub tokio::process::Child);
 impl Processor {
     /// Starts `run` with the given engine settings.
     pub async fn start(kafka: &KafkaConfig, pool: &PgPool, settings: &[&str]) -> Self {
-        Self::start_with_url(kafka, &database_url(pool).await, settings, Stdio::null())
+        Self::start_with_url(kafka, &app_url(pool), settings, Stdio::null())
     }
 
     /// Starts `run` against a database URL, with stderr sent where asked.
@@ -238,8 +229,8 @@ async fn two_processors_in_one_group_make_one_incident_per_trip(pool: PgPool) {
 async fn while_postgres_is_unreachable_no_offset_advances_and_processing_resumes_after(pool: PgPool) {
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
-    let proxy = crate::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut url = url::Url::parse(&database_url(&pool).await).unwrap();
+    let proxy = crate::proxy::Proxy::start(crate::helpers::app_server_addr()).await;
+    let mut url = url::Url::parse(&app_url(&pool)).unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
     url.set_port(Some(proxy.addr.port())).unwrap();
     let mut run = Processor::start_with_url(&kafka, url.as_str(), FAST, Stdio::piped());

@@ -13,7 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sqlx::PgPool;
 
-use crate::helpers::{DEADLINE, fresh_kafka, key_of, read_records};
+use crate::helpers::{DEADLINE, app_pool, fresh_kafka, key_of, read_records};
 
 fn change(breaker: &str, version: i64) -> BreakerStateChanged {
     let (from_state, to_state) = if version % 2 == 1 {
@@ -93,7 +93,7 @@ async fn the_relay_publishes_the_outbox_in_version_order_and_then_finds_it_empty
         change("shadow_b", 2),
     ];
     enqueue(&pool, &changes).await;
-    let relay = Relay::new(pool.clone(), kafka.producer().unwrap(), &kafka.state_topic);
+    let relay = Relay::new(app_pool(&pool).await, kafka.producer().unwrap(), &kafka.state_topic);
 
     assert_eq!(relay.relay_once().await.unwrap(), RelayOutcome::Delivered(5));
     assert_eq!(relay.relay_once().await.unwrap(), RelayOutcome::Empty);
@@ -116,8 +116,9 @@ async fn two_relays_at_once_publish_every_row_exactly_once_and_in_order(pool: Pg
     enqueue(&pool, &changes).await;
 
     // Small passes, so the two relays interleave on the same rows and breakers.
+    let app = app_pool(&pool).await;
     let relays =
-        [0, 1].map(|_| Relay::new(pool.clone(), kafka.producer().unwrap(), &kafka.state_topic).with_batch_size(4));
+        [0, 1].map(|_| Relay::new(app.clone(), kafka.producer().unwrap(), &kafka.state_topic).with_batch_size(4));
     let drain = |relay: Relay| {
         let pool = pool.clone();
         async move {

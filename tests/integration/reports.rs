@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::helpers::app_pool;
 use crate::http_api::{READER, Server, WRITER, assert_error, tokens};
 use crate::pipeline::wait_for;
 
@@ -184,7 +185,7 @@ async fn a_failed_canary_raises_its_own_signal_and_a_later_pass_clears_it(pool: 
 #[sqlx::test]
 async fn a_canary_without_samples_is_an_error_that_changes_nothing(pool: PgPool) {
     let request = request();
-    let (report, signal) = reports::run_canary(&pool, &request, None, Utc::now()).await.unwrap();
+    let (report, signal) = reports::run_canary(&app_pool(&pool).await, &request, None, Utc::now()).await.unwrap();
     assert_eq!((report.evaluation.status.as_str(), report.evaluation.passed), ("error", false));
     assert_eq!(format!("{signal:?}"), "Unchanged");
     assert!(canary_alerts(&pool).await.is_empty());
@@ -216,7 +217,13 @@ async fn the_schedule_makes_up_a_missed_daily_run_at_once_and_counts_it(pool: Pg
     let metrics = Metrics::new();
     let cancel = CancellationToken::new();
     let settings = CanarySettings::from_env().unwrap();
-    let job = tokio::spawn(reports::run_schedule(pool.clone(), settings, request(), metrics.clone(), cancel.clone()));
+    let job = tokio::spawn(reports::run_schedule(
+        app_pool(&pool).await,
+        settings,
+        request(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     let sql = "SELECT count(*) FROM costsim_canary_reports WHERE trigger = 'schedule'";
     assert_eq!(wait_for(&pool, sql, 2).await, 2, "the missed slot is made up at once");
     assert_eq!(metrics.v2_canary_runs_total.with_label_values(&["pass"]).get(), 1);
@@ -224,7 +231,7 @@ async fn the_schedule_makes_up_a_missed_daily_run_at_once_and_counts_it(pool: Pg
     job.await.unwrap();
 
     // The refresher shows the newest run's KL and time to every replica.
-    costsim_breaker::metrics::refresh::refresh_once(&pool, &metrics).await.unwrap();
+    costsim_breaker::metrics::refresh::refresh_once(&app_pool(&pool).await, &metrics).await.unwrap();
     let text = metrics.render();
     assert!(text.contains("costsim_v2_kl_divergence{breaker=\"costsim_v2\"} 0"), "{text}");
     assert!(text.contains("costsim_v2_canary_failing{breaker=\"costsim_v2\"} 0"), "{text}");
@@ -234,10 +241,11 @@ async fn the_schedule_makes_up_a_missed_daily_run_at_once_and_counts_it(pool: Pg
 async fn canary_reports_carry_the_known_kl_of_each_reference_vector(pool: PgPool) {
     let mut request = request();
     request.limits.kl_threshold = 2.0; // judge the KL alone, not the verdict
+    let app = app_pool(&pool).await;
     for (pairs, kl) in [(&EQUAL[..], 0.0), (&LN5[..], 1.6094), (&LN3[..], 1.0986)] {
         sqlx::query("DELETE FROM costsim_provenance").execute(&pool).await.unwrap();
         seed(&pool, "t", pairs, Utc::now() - TimeDelta::minutes(10)).await;
-        let (report, _) = reports::run_canary(&pool, &request, None, Utc::now()).await.unwrap();
+        let (report, _) = reports::run_canary(&app, &request, None, Utc::now()).await.unwrap();
         assert_eq!(report.evaluation.kl_divergence, Some(kl), "{pairs:?}");
         assert_eq!(report.evaluation.total_samples, pairs.len() as u64);
         let stored: Option<f64> =

@@ -13,6 +13,8 @@ use costsim_breaker::timers::tick;
 use costsim_breaker::window::Bucket;
 use sqlx::PgPool;
 
+use crate::helpers::app_pool;
+
 const BREAKER: &str = "costsim_v2";
 
 /// A minute-long TTL, a 30-second probation and a one-minute window of 10-second buckets.
@@ -73,10 +75,11 @@ async fn samples(pool: &PgPool, start: DateTime<Utc>, score: f64, count: usize) 
 
 #[sqlx::test]
 async fn an_expired_ttl_goes_half_open_once_and_writes_one_state_event(pool: PgPool) {
+    let app = app_pool(&pool).await;
     disable(&pool, 60).await;
-    assert_eq!(at(&pool, t(59)).await, [], "not before disabled_until");
-    assert_eq!(at(&pool, t(60)).await, [(BreakerState::Open, BreakerState::HalfOpen)]);
-    assert_eq!(at(&pool, t(61)).await, [], "probation has only begun");
+    assert_eq!(at(&app, t(59)).await, [], "not before disabled_until");
+    assert_eq!(at(&app, t(60)).await, [(BreakerState::Open, BreakerState::HalfOpen)]);
+    assert_eq!(at(&app, t(61)).await, [], "probation has only begun");
 
     let row = row(&pool).await;
     assert_eq!((row.record.state, row.record.half_open_since, row.version), (BreakerState::HalfOpen, Some(t(60)), 2));
@@ -86,10 +89,11 @@ async fn an_expired_ttl_goes_half_open_once_and_writes_one_state_event(pool: PgP
 
 #[sqlx::test]
 async fn a_probation_without_samples_reopens_with_a_doubled_ttl(pool: PgPool) {
+    let app = app_pool(&pool).await;
     disable(&pool, 60).await;
-    at(&pool, t(60)).await;
-    assert_eq!(at(&pool, t(89)).await, []);
-    assert_eq!(at(&pool, t(90)).await, [(BreakerState::HalfOpen, BreakerState::Open)]);
+    at(&app, t(60)).await;
+    assert_eq!(at(&app, t(89)).await, []);
+    assert_eq!(at(&app, t(90)).await, [(BreakerState::HalfOpen, BreakerState::Open)]);
 
     let row = row(&pool).await;
     assert_eq!(row.record.state, BreakerState::Open);
@@ -105,13 +109,14 @@ async fn a_probation_without_samples_reopens_with_a_doubled_ttl(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_probation_with_enough_good_samples_closes_and_resolves_the_incident(pool: PgPool) {
+    let app = app_pool(&pool).await;
     disable(&pool, 60).await;
     let incident = row(&pool).await.incident_id.unwrap();
-    at(&pool, t(60)).await;
+    at(&app, t(60)).await;
     for start in [60, 70, 80] {
         samples(&pool, t(start), 0.01, 10).await;
     }
-    assert_eq!(at(&pool, t(90)).await, [(BreakerState::HalfOpen, BreakerState::Closed)]);
+    assert_eq!(at(&app, t(90)).await, [(BreakerState::HalfOpen, BreakerState::Closed)]);
 
     let row = row(&pool).await;
     assert_eq!((row.record.state, row.version, row.incident_id), (BreakerState::Closed, 3, None));
@@ -134,22 +139,25 @@ async fn a_probation_with_enough_good_samples_closes_and_resolves_the_incident(p
 
 #[sqlx::test]
 async fn ticks_racing_on_a_due_breaker_make_its_transition_once(pool: PgPool) {
+    let app = app_pool(&pool).await;
     disable(&pool, 60).await;
-    let (a, b, c) = tokio::join!(at(&pool, t(60)), at(&pool, t(60)), at(&pool, t(60)));
+    let (a, b, c) = tokio::join!(at(&app, t(60)), at(&app, t(60)), at(&app, t(60)));
     assert_eq!(a.len() + b.len() + c.len(), 1);
     assert_eq!(events(&pool).await.len(), 2);
 }
 
 #[sqlx::test]
 async fn latched_and_closed_breakers_are_left_alone(pool: PgPool) {
-    assert_eq!(at(&pool, t(0)).await, [], "closed breakers are judged by the pipeline, not the clock");
+    let app = app_pool(&pool).await;
+    assert_eq!(at(&app, t(0)).await, [], "closed breakers are judged by the pipeline, not the clock");
     disable(&pool, 0).await;
-    assert_eq!(at(&pool, t(365 * 24 * 3600)).await, [], "a latched breaker waits for an operator");
+    assert_eq!(at(&app, t(365 * 24 * 3600)).await, [], "a latched breaker waits for an operator");
     assert_eq!(events(&pool).await.len(), 1);
 }
 
 #[sqlx::test]
 async fn buckets_older_than_twice_the_window_before_the_latest_evaluation_are_pruned(pool: PgPool) {
+    let app = app_pool(&pool).await;
     for start in [0, 170, 180, 290] {
         samples(&pool, t(start), 0.01, 1).await;
     }
@@ -159,7 +167,7 @@ async fn buckets_older_than_twice_the_window_before_the_latest_evaluation_are_pr
         .execute(&pool)
         .await
         .unwrap();
-    at(&pool, t(300)).await;
+    at(&app, t(300)).await;
     // Window 60 s and probation 30 s: keep two minutes before the latest evaluation.
     let kept: Vec<DateTime<Utc>> =
         sqlx::query_scalar("SELECT bucket_start FROM costsim_drift_buckets ORDER BY bucket_start")

@@ -51,6 +51,7 @@ pub async fn totals(conn: &mut PgConnection) -> Result<Vec<Totals>, sqlx::Error>
          count(v2_cost) AS with_v2_cost, count(cost_delta) AS with_both_costs \
          FROM costsim_provenance GROUP BY variant_slug, source ORDER BY variant_slug, source",
     )
+    .persistent(false)
     .fetch_all(conn)
     .await
 }
@@ -63,6 +64,7 @@ pub async fn drift(conn: &mut PgConnection) -> Result<DriftStats, sqlx::Error> {
          percentile_cont(0.95) WITHIN GROUP (ORDER BY drift_score) AS p95 \
          FROM costsim_provenance WHERE drift_score IS NOT NULL",
     )
+    .persistent(false)
     .fetch_one(conn)
     .await
 }
@@ -76,6 +78,7 @@ pub async fn stored_costs(
         "SELECT event_id, v1_cost IS NOT NULL, v2_cost IS NOT NULL FROM costsim_provenance \
          WHERE event_id = ANY($1::text[])",
     )
+    .persistent(false)
     .bind(event_ids)
     .fetch_all(conn)
     .await?;

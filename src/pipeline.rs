@@ -162,10 +162,7 @@ impl Pipeline {
             .set("statistics.interval.ms", "1000")
             // A fetch that waits for new data holds back the event past a bucket's end, hence the decision
             // (librdkafka's 500 ms; tansu holds a fetch that long even while records arrive). BENCHMARKS.md.
-            .set("fetch.wait.max.ms", "100")
-            // Read-ahead of 16 MiB instead of librdkafka's 64 MiB: a backlog fills it, so it is most of what resident
-            // memory grows by, and batches of at most a few MiB never need more. BENCHMARKS.md.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("fetch.wait.max.ms", "100");
         for (key, value) in &self.kafka.options {
             config.set(key, value);
         }

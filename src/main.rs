@@ -6,8 +6,13 @@ use clap::Parser;
 use costsim_breaker::cli::{self, Cli, Command};
 use costsim_breaker::telemetry;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime starts");
+    runtime.block_on(start())
+}
+
+async fn start() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run(_)) {
         restore_sigpipe();
@@ -28,5 +33,17 @@ fn restore_sigpipe() {
     // SAFETY: `signal` only changes the process's disposition of SIGPIPE back to the default; no handler runs Rust.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Caps glibc's malloc at two arenas, before any thread starts. By default each thread that meets contention gets
+/// an arena of its own (up to 8 per core) and every arena keeps what was freed in it: `run`'s resident memory grew
+/// by a step of 17 MiB (89 to 106 MiB) between its first and second million events on tansu, and with two arenas
+/// it stayed flat (71.3 MiB at 1M and at 2M; BENCHMARKS.md).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes allocator tuning; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

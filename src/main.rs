@@ -38,8 +38,8 @@ fn restore_sigpipe() {
 
 /// Caps glibc's malloc at two arenas, before any thread starts. By default each thread that meets contention gets
 /// an arena of its own (up to 8 per core) and every arena keeps what was freed in it: `run`'s resident memory grew
-/// by a step of 17 MiB (89 to 106 MiB) between its first and second million events on tansu, and with two arenas
-/// it stayed flat (71.3 MiB at 1M and at 2M; BENCHMARKS.md).
+/// by a step of 17 MiB (89 to 106 MiB) between its first and second million events on tansu; with two arenas it
+/// went from 85.7 MiB after 1M to 77.4 MiB after 5M (BENCHMARKS.md).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes allocator tuning; it is called before any other thread exists.

@@ -242,30 +242,12 @@ async fn unnamed_statements_cost_on_a_direct_connection(pool: PgPool) {
     assert!(micros.iter().all(|m| m.len() == 5), "every round measured");
 }
 
-/// The Rust sources under `src/`, as (path, text).
-fn sources() -> Vec<(String, String)> {
-    let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
-    let mut files = Vec::new();
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    assert!(files.len() > 50, "read the sources ({} files)", files.len());
-    files
-}
-
 /// Every `sqlx::query*` call in `src/` is made `.persistent(false)` before it runs: a persistent statement is named
 /// (`sqlx_s_<n>`) and collides with another client's on PgBouncer 1.18's shared server connections.
 #[test]
 fn every_statement_in_src_is_unnamed() {
     let (mut statements, mut offenders) = (0, Vec::new());
-    for (path, text) in sources() {
+    for (path, text) in crate::support::rust_sources() {
         for (at, _) in text.match_indices("sqlx::query") {
             // The builder chain up to the call that runs it.
             let chain = &text[at..];
@@ -298,7 +280,7 @@ fn pooled_connections_in_src_run_statements_only_inside_transactions() {
         })
     };
     let mut offenders = Vec::new();
-    for (path, text) in sources() {
+    for (path, text) in crate::support::rust_sources() {
         for (n, line) in text.lines().enumerate() {
             let acquire = line.contains(".acquire()") && !path.ends_with("src/store.rs");
             if acquire || on_pool(line) {

@@ -104,9 +104,6 @@ impl Metrics {
         let cb_alert_queue_depth =
             IntGauge::new("costsim_cb_alert_queue_depth", "Alert-queue rows waiting for delivery.").expect("valid");
         registry.register(Box::new(cb_alert_queue_depth.clone())).expect("unique metric");
-        let cb_auto_recovery_total =
-            IntCounter::new("costsim_cb_auto_recovery_total", "Closes after a passed probation.").expect("valid");
-        registry.register(Box::new(cb_auto_recovery_total.clone())).expect("unique metric");
         let outbox_pending_events =
             IntGauge::new("costsim_outbox_pending_events", "State events not yet published.").expect("valid");
         registry.register(Box::new(outbox_pending_events.clone())).expect("unique metric");
@@ -148,7 +145,7 @@ impl Metrics {
                 vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
             ),
             cb_enabled_total: counter_vec("costsim_cb_enabled_total", "Breaker closes.", &["reason"]),
-            cb_auto_recovery_total,
+            cb_auto_recovery_total: counter("costsim_cb_auto_recovery_total", "Closes after a passed probation."),
             cb_consecutive_failures: gauge_vec(
                 "costsim_cb_consecutive_failures",
                 "Failing evaluations in a row.",

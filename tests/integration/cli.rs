@@ -148,8 +148,6 @@ async fn sigterm_while_run_waits_for_its_database_at_start_up_ends_it_cleanly_at
         .unwrap();
     // Its first connection attempt proves it is in start-up, past installing its SIGTERM handler.
     let (_held, _) = tokio::time::timeout(DEADLINE, silent.accept()).await.expect("run connects").unwrap();
-    let pid = child.id().unwrap().to_string();
-    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits at once").unwrap();
+    let status = crate::helpers::sigterm(&mut child, Duration::from_secs(5)).await;
     assert!(status.success(), "{status:?}");
 }

@@ -50,9 +50,7 @@ fn watermarks(kafka: &KafkaConfig) -> (i64, i64) {
 
 /// Stops `run` with SIGTERM, so it leaves the group at once (a killed member may hold tansu 0.6.0's group).
 async fn stop(mut run: Processor) {
-    let pid = run.0.id().expect("running").to_string();
-    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(DEADLINE, run.0.wait()).await.expect("run stops").unwrap();
+    let status = crate::helpers::sigterm(&mut run.0, DEADLINE).await;
     assert!(status.success(), "{status:?}");
 }
 

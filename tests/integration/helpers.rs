@@ -172,3 +172,10 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Sends SIGTERM to a child and waits for it to exit, for at most `within`.
+pub async fn sigterm(child: &mut tokio::process::Child, within: Duration) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    tokio::time::timeout(within, child.wait()).await.expect("exits within the deadline").unwrap()
+}

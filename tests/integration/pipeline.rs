@@ -335,10 +335,7 @@ async fn sigterm_commits_what_was_read_and_exits_cleanly(pool: PgPool) {
     let mut run = Processor::start(&kafka, &pool, FAST).await;
     assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 500).await, 500);
 
-    let pid = run.0.id().expect("running").to_string();
-    let sent = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(DEADLINE, run.0.wait()).await.expect("exits within the deadline").unwrap();
+    let status = crate::helpers::sigterm(&mut run.0, DEADLINE).await;
     assert!(status.success(), "a clean shutdown exits 0: {status:?}");
     let next: i64 = sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM costsim_consumed_offsets")
         .fetch_one(&pool)

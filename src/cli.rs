@@ -5,6 +5,7 @@ mod backfill;
 mod backtest;
 mod breaker;
 mod canary;
+mod config;
 mod migrate;
 mod produce;
 mod run;
@@ -24,6 +25,11 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "COSTSIM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// A TOML file of settings, one key per setting: its environment variable in lower case without `COSTSIM_`
+    /// (`drift_threshold`, `database_url`), and a `[kafka]` table of librdkafka properties. The environment and
+    /// flags override it; an unknown key stops start-up.
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -44,6 +50,8 @@ pub enum Command {
     Breaker(breaker::BreakerArgs),
     /// Judge V2 now over a sample of recent provenance (`run`), or list the canary reports (`reports`).
     Canary(canary::CanaryArgs),
+    /// Show the effective configuration: each setting, its value (secrets masked) and where it came from.
+    Config(config::ConfigArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
     Produce(produce::ProduceArgs),
     /// Apply the database schema migrations.
@@ -62,11 +70,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backtest(args) => backtest::run(args).await,
         Command::Breaker(args) => breaker::run(args).await,
         Command::Canary(args) => canary::run(args).await,
+        Command::Config(args) => config::run(args),
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
     }
+}
+
+/// Loads the configuration file and the environment (refusing unknown names), then parses the command line over
+/// them; on an error, says why and exits as clap does (status 2).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = match crate::config::load(Cli::command(), &args) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+    };
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
 }
 
 /// The longest duration a flag accepts (ten years).

@@ -6,12 +6,15 @@ use anyhow::Context as _;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+use crate::config::kafka_properties::PropertiesFile;
+use crate::config::{self, KAFKA_CONFIG_ENV, Source, masked};
 
 /// Default name of the topic simulation results arrive on.
 pub const DEFAULT_RESULTS_TOPIC: &str = "costsim.simulation-results";
@@ -43,22 +46,32 @@ pub struct KafkaConfig {
     /// Partitions of the results topic when this tool creates it.
     #[arg(long, env = "COSTSIM_RESULTS_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
     pub results_partitions: i32,
-    /// Replication factor of topics this tool creates (1 for a single local broker).
-    #[arg(long, env = "COSTSIM_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
-    pub replication_factor: i32,
-    /// Extra librdkafka settings as key=value (repeatable), e.g. security.protocol=SASL_SSL.
+    /// Replication factor of topics this tool creates [default: the broker's default.replication.factor].
+    #[arg(long, env = "COSTSIM_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of topics this tool creates [default: the broker's].
+    #[arg(long, env = "COSTSIM_MIN_INSYNC_REPLICAS", value_parser = clap::value_parser!(i32).range(1..))]
+    pub min_insync_replicas: Option<i32>,
+    /// librdkafka properties from a file in Java properties format, as Kafka's own `--command-config` (a Java
+    /// client's `sasl.jaas.config` for PLAIN or SCRAM is understood); COSTSIM_KAFKA_<PROPERTY> variables and `-X`
+    /// override it.
+    #[arg(long = "kafka-config", env = KAFKA_CONFIG_ENV, value_name = "FILE", value_parser = PropertiesFile::read)]
+    pub kafka_config: Option<PropertiesFile>,
+    /// Extra librdkafka settings as key=value (repeatable), e.g. security.protocol=SASL_SSL; they override every
+    /// other source of Kafka properties.
     #[arg(long = "kafka-option", short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
 }
 
-// `-X` may carry credentials (sasl.password, ssl.key.password, an OAuth client secret): Debug hides the value of
-// every option whose name says it is a secret.
+// Properties may carry credentials (sasl.password, ssl.key.password, an OAuth client secret): Debug hides the value
+// of every property whose name says it is a secret.
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: Vec<(&str, &str)> = self
-            .options
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() }))
+        let properties: Vec<(String, String, Source)> = self
+            .properties()
+            .into_iter()
+            .map(|(k, v, source)| (masked(&k, &v), k, source))
+            .map(|(v, k, s)| (k, v, s))
             .collect();
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
@@ -68,15 +81,10 @@ impl std::fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("results_partitions", &self.results_partitions)
             .field("replication_factor", &self.replication_factor)
-            .field("options", &options)
+            .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("properties", &properties)
             .finish()
     }
-}
-
-/// Whether a librdkafka property holds a secret (passwords, keys, client secrets, JAAS configs).
-fn is_secret_option(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "key.pem", "sasl.jaas", "sasl.oauthbearer.config", "ssl.key"].iter().any(|s| key.contains(s))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -84,6 +92,15 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
+}
+
+/// Whether a command may create the topics it needs: managed clusters often forbid it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TopicCreation {
+    /// Create no topic: check that the topics exist (and that the state topic is compacted) and refuse to start
+    /// otherwise.
+    #[arg(long = "no-create-topics", env = "COSTSIM_NO_CREATE_TOPICS")]
+    pub no_create_topics: bool,
 }
 
 /// Which of our topics, for creating it with the right settings.
@@ -98,14 +115,37 @@ pub enum TopicRole {
 }
 
 impl KafkaConfig {
-    /// A client configuration with the brokers and the user's extra options.
+    /// A client configuration with the brokers and the user's properties.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
-        for (key, value) in &self.options {
+        for (key, value, _) in self.properties() {
             config.set(key, value);
         }
         config
+    }
+
+    /// The user's librdkafka properties in order of precedence, each once with where it came from: the
+    /// `--config` file's `[kafka]` table, then the `--kafka-config` file, then `COSTSIM_KAFKA_*`, then `-X`.
+    pub fn properties(&self) -> Vec<(String, String, Source)> {
+        let layers = config::layers();
+        let from_file = self.kafka_config.iter().flat_map(|f| f.entries.iter().cloned());
+        let layered = layers
+            .file_kafka()
+            .iter()
+            .cloned()
+            .chain(from_file)
+            .map(|(k, v)| (k, v, Source::File))
+            .chain(layers.env_kafka().into_iter().map(|(k, v)| (k, v, Source::Env)))
+            .chain(self.options.iter().cloned().map(|(k, v)| (k, v, Source::Flag)));
+        let mut merged: Vec<(String, String, Source)> = Vec::new();
+        for (key, value, source) in layered {
+            match merged.iter_mut().find(|(k, _, _)| *k == key) {
+                Some(slot) => *slot = (key, value, source),
+                None => merged.push((key, value, source)),
+            }
+        }
+        merged
     }
 
     /// The topic name for a role.
@@ -124,7 +164,9 @@ impl KafkaConfig {
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
-        let topics: Vec<NewTopic> = roles.iter().map(|role| self.new_topic(*role)).collect();
+        let min_insync_replicas = self.min_insync_replicas.map(|n| n.to_string());
+        let topics: Vec<NewTopic> =
+            roles.iter().map(|role| self.new_topic(*role, min_insync_replicas.as_deref())).collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let create = async {
             match admin.create_topics(&topics, &options).await {
@@ -164,6 +206,94 @@ impl KafkaConfig {
         }
     }
 
+    /// Creates the topics of these roles when `creation` allows it, else checks that they exist as we need them
+    /// (see [`Self::verify_topics`]).
+    pub async fn prepare_topics(&self, roles: &[TopicRole], creation: &TopicCreation) -> anyhow::Result<()> {
+        if creation.no_create_topics { self.verify_topics(roles).await } else { self.ensure_topics(roles).await }
+    }
+
+    /// Checks, creating nothing, that the topics of these roles exist and that the state topic is compacted
+    /// (subscribers rebuild every breaker's state from it); the error names each topic at fault and what to do.
+    pub async fn verify_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
+        let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
+        let kafka = self.clone();
+        let missing = tokio::task::spawn_blocking(move || kafka.missing_topics(&names))
+            .await
+            .context("the topic check stopped")??;
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "topic creation is off (--no-create-topics) and the broker at {} has no topic {}; create {} with the \
+                 settings in the README's topic table, or let costsim-breaker create them",
+                self.brokers,
+                missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+            );
+        }
+        if roles.contains(&TopicRole::State) {
+            let policy = self.topic_config(&self.state_topic, "cleanup.policy").await?;
+            let compacted = policy.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+            anyhow::ensure!(
+                compacted,
+                "the state topic `{}` has cleanup.policy={}, not compact: subscribers could lose the latest state of a \
+                 breaker; set cleanup.policy=compact on it (kafka-configs --alter --add-config cleanup.policy=compact)",
+                self.state_topic,
+                policy.as_deref().unwrap_or("<not set>"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks, creating nothing, that the topics of these roles exist; the error names the missing ones.
+    pub async fn require_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
+        let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
+        let kafka = self.clone();
+        let missing = tokio::task::spawn_blocking(move || kafka.missing_topics(&names))
+            .await
+            .context("the topic check stopped")??;
+        anyhow::ensure!(
+            missing.is_empty(),
+            "the broker at {} has no topic {}",
+            self.brokers,
+            missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        );
+        Ok(())
+    }
+
+    /// The topics among `names` that the broker does not have; an error when the broker cannot be asked.
+    fn missing_topics(&self, names: &[String]) -> anyhow::Result<Vec<String>> {
+        let client = self.metadata_client().context("cannot create a Kafka client")?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(10))
+            .with_context(|| format!("cannot read the topics of the broker at {}", self.brokers))?;
+        Ok(names
+            .iter()
+            .filter(|name| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name.as_str() && t.error().is_none() && !t.partitions().is_empty())
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// One topic-level setting as the broker reports it (DescribeConfigs), `None` when it has no value.
+    async fn topic_config(&self, topic: &str, key: &str) -> anyhow::Result<Option<String>> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().context("cannot create a Kafka admin client")?;
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .with_context(|| format!("cannot read the settings of topic `{topic}`"))?;
+        let resource = results
+            .into_iter()
+            .next()
+            .context("the broker answered no settings")?
+            .map_err(|code| anyhow::anyhow!("the broker refused to describe topic `{topic}`: {code}"))?;
+        Ok(resource.get(key).and_then(|entry| entry.value.clone()))
+    }
+
     /// Whether the broker has every one of these topics, with partitions; blocks on metadata requests.
     fn all_exist(&self, names: &[String]) -> bool {
         let Ok(client) = self.metadata_client() else { return false };
@@ -175,7 +305,7 @@ impl KafkaConfig {
     }
 
     /// How a topic of this role is created: partitions and topic-level settings.
-    fn new_topic(&self, role: TopicRole) -> NewTopic<'_> {
+    fn new_topic<'a>(&'a self, role: TopicRole, min_insync_replicas: Option<&'a str>) -> NewTopic<'a> {
         let (partitions, settings): (i32, &[(&str, &str)]) = match role {
             TopicRole::Results => {
                 // Explicit, so brokers that apply retention only to a declared policy (tansu) apply it too.
@@ -184,8 +314,14 @@ impl KafkaConfig {
             TopicRole::State => (1, &[("cleanup.policy", "compact")]),
             TopicRole::DeadLetter => (1, &[("retention.ms", "2592000000")]),
         };
-        let topic = NewTopic::new(self.topic(role), partitions, TopicReplication::Fixed(self.replication_factor));
-        settings.iter().fold(topic, |topic, (key, value)| topic.set(key, value))
+        // -1 asks the broker for its default.replication.factor (Apache Kafka 2.4 and later).
+        let replication = TopicReplication::Fixed(self.replication_factor.unwrap_or(-1));
+        let topic = NewTopic::new(self.topic(role), partitions, replication);
+        let topic = settings.iter().fold(topic, |topic, (key, value)| topic.set(key, value));
+        match min_insync_replicas {
+            Some(n) => topic.set("min.insync.replicas", n),
+            None => topic,
+        }
     }
 
     /// A client for metadata and watermark requests only: a consumer that never subscribes or commits, so the
@@ -341,7 +477,9 @@ mod tests {
             dlq_topic: DEFAULT_DLQ_TOPIC.into(),
             group_id: DEFAULT_GROUP_ID.into(),
             results_partitions: 6,
-            replication_factor: 1,
+            replication_factor: Some(1),
+            min_insync_replicas: None,
+            kafka_config: None,
             options: [
                 ("sasl.password", "pw-1"),
                 ("ssl.key.password", "pw-2"),

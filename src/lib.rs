@@ -16,6 +16,8 @@ pub mod canary;
 pub mod cli;
 /// Avro single-object and JSON Lines encodings of the events, with typed decode errors.
 pub mod codec;
+/// The configuration's layers (defaults < `--config` file < environment < flags), unknown names refused.
+pub mod config;
 /// KL divergence of V1 and V2 cost histograms and nearest-rank percentiles, shared by the canary and the report.
 pub mod divergence;
 /// The drift score of one V1/V2 comparison, its verdict band, and what an event adds to a window.

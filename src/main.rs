@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use costsim_breaker::cli::{self, Cli, Command};
+use costsim_breaker::cli::{self, Command};
 use costsim_breaker::telemetry;
 
 fn main() -> ExitCode {
@@ -13,7 +12,7 @@ fn main() -> ExitCode {
 }
 
 async fn start() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     if !matches!(cli.command, Command::Run(_)) {
         restore_sigpipe();
     }

@@ -133,6 +133,43 @@ pub async fn migrate_on(conn: &mut PgConnection) -> anyhow::Result<usize> {
     Ok(applied(conn).await? - before)
 }
 
+/// Checks, changing nothing, that every migration of this binary is applied (for `run --no-migrate`, whose role may
+/// lack DDL rights); the error names the first missing migration and the deploy step that applies it.
+pub async fn require_current_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
+    let applied: Vec<(i64, Vec<u8>)> = if exists {
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?
+    } else {
+        Vec::new()
+    };
+    tx.commit().await?;
+    for migration in MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()) {
+        match applied.iter().find(|(version, _)| *version == migration.version) {
+            None => anyhow::bail!(
+                "the database schema is not current (--no-migrate): migration {} ({}) is not applied; run \
+                 `costsim-breaker migrate` with a role that may change the schema, then start again",
+                migration.version,
+                migration.description
+            ),
+            Some((_, checksum)) if checksum.as_slice() != &*migration.checksum => anyhow::bail!(
+                "migration {} ({}) was applied from a different file than this binary holds; the schema does not \
+                 match this version of costsim-breaker",
+                migration.version,
+                migration.description
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 async fn applied(conn: &mut PgConnection) -> anyhow::Result<usize> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .persistent(false)

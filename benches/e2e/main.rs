@@ -195,7 +195,9 @@ fn kafka_config(brokers: &str, prefix: &str, group: &str) -> KafkaConfig {
         dlq_topic: format!("{prefix}.dlq"),
         group_id: group.to_owned(),
         results_partitions: 6,
-        replication_factor: 1,
+        replication_factor: Some(1),
+        min_insync_replicas: None,
+        kafka_config: None,
         options: Vec::new(),
     }
 }

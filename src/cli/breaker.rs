@@ -196,7 +196,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn disable(args: DisableArgs) -> anyhow::Result<ExitCode> {
-    let config = BreakerConfig::from_env(std::env::vars()).context("invalid breaker settings")?;
+    let config = BreakerConfig::from_env(crate::config::layers().vars()).context("invalid breaker settings")?;
     let ttl = if args.latched { 0 } else { args.ttl.unwrap_or(config.disable_ttl_seconds) };
     let actor = actor(args.actor);
     let settings = args.identity.apply_settings(&config);
@@ -219,7 +219,7 @@ async fn disable(args: DisableArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
-    let config = BreakerConfig::from_env(std::env::vars()).context("invalid breaker settings")?;
+    let config = BreakerConfig::from_env(crate::config::layers().vars()).context("invalid breaker settings")?;
     let actor = actor(args.actor);
     let settings = args.identity.apply_settings(&config);
     let pool = args.database.connect().await?;

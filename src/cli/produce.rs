@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::codec::{JsonLines, encode_simulation_result, simulation_result_to_json};
 use crate::event::SimulationResult;
 use crate::generate::{DriftProfile, Generator, GeneratorConfig};
-use crate::kafka::{ConfirmedSender, KafkaConfig, TopicRole};
+use crate::kafka::{ConfirmedSender, KafkaConfig, TopicCreation, TopicRole};
 
 /// How often a long run reports progress on stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -50,6 +50,8 @@ pub struct ProduceArgs {
     /// Write the generated events to this JSON Lines file instead of sending them.
     #[arg(long, value_name = "FILE.jsonl", requires = "generate")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    topics: TopicCreation,
     #[command(flatten)]
     kafka: KafkaConfig,
 }
@@ -132,7 +134,7 @@ async fn send(
     if let Some(topic) = &args.topic {
         kafka.results_topic = topic.clone();
     }
-    kafka.ensure_topics(&[TopicRole::Results, TopicRole::DeadLetter]).await?;
+    kafka.prepare_topics(&[TopicRole::Results, TopicRole::DeadLetter], &args.topics).await?;
     let topic = kafka.results_topic.as_str();
     let producer = kafka.producer()?;
     let mut sender = ConfirmedSender::new(&producer);

@@ -12,7 +12,7 @@ use crate::alertmanager::{AlertArgs, Drainer};
 use crate::breaker::BreakerConfig;
 use crate::http::{self, HttpConfig};
 use crate::identity::IdentityArgs;
-use crate::kafka::{KafkaConfig, TopicRole};
+use crate::kafka::{KafkaConfig, TopicCreation, TopicRole};
 use crate::leader::{self, LeaderLock};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
@@ -30,6 +30,12 @@ pub struct RunArgs {
     /// Seconds SIGTERM waits for the batches in flight to commit before exiting.
     #[arg(long, env = "COSTSIM_SHUTDOWN_SECONDS", default_value_t = 20)]
     shutdown_seconds: u64,
+    /// Apply no migration: check that the schema is current and refuse to start otherwise, so the runtime role
+    /// needs no DDL rights (apply migrations with `costsim-breaker migrate` as a deploy step).
+    #[arg(long = "no-migrate", env = "COSTSIM_NO_MIGRATE")]
+    no_migrate: bool,
+    #[command(flatten)]
+    topics: TopicCreation,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -54,18 +60,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGTERM handler")?;
     // Refused before anything starts: with nowhere to send alerts, trips would go unnoticed.
     let delivery = args.alerts.delivery().context("invalid alert settings")?;
-    let engine = BreakerConfig::from_env(std::env::vars())
+    let engine = BreakerConfig::from_env(crate::config::layers().vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
     // Both URLs are checked before anything connects, so a bad one is refused by name at once.
     let leader_options = args.database.leader_options()?;
     let start = async {
         let pool = args.database.connect().await?;
-        args.database.migrate_directly().await?;
+        if args.no_migrate {
+            store::require_current_schema(&pool).await?;
+        } else {
+            args.database.migrate_directly().await?;
+        }
         let mut tx = pool.begin().await?;
         store::breaker::ensure(&mut tx, &args.pipeline.breaker).await?;
         tx.commit().await?;
-        args.kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
+        args.kafka.prepare_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter], &args.topics).await?;
         let listener = tokio::net::TcpListener::bind(args.http.addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.http.addr))?;
@@ -94,7 +104,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => state,
     };
     let tokens = http::ApiTokens::from_env().with_context(|| {
-        let file = std::env::var_os("COSTSIM_API_TOKENS_FILE").is_some_and(|f| !f.is_empty());
+        let file = crate::config::layers().value("COSTSIM_API_TOKENS_FILE").is_some();
         format!("invalid API tokens in {}", if file { "COSTSIM_API_TOKENS_FILE" } else { "COSTSIM_API_TOKENS" })
     })?;
     if tokens.is_empty() {

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use crate::codec::breaker_state_changed_to_json;
 use crate::event::{BreakerStateChanged, format_rfc3339_millis};
 use crate::kafka::{KafkaConfig, TopicRole};
@@ -35,7 +37,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(topic) = &args.topic {
         kafka.state_topic = topic.clone();
     }
-    kafka.ensure_topics(&[TopicRole::State]).await?;
+    // A subscriber never creates the topic it follows: on a managed cluster it may not, and a topic made here
+    // would lack the processor's settings.
+    kafka.require_topics(&[TopicRole::State]).await.context("watch creates no topic")?;
     let mut follower = Follower::new(&kafka, &kafka.state_topic, "watch")?;
     let start = if args.from_beginning { Start::Beginning } else { Start::End };
     follower.assign(start, Duration::from_secs(10)).await?;

@@ -139,13 +139,14 @@ pub enum TokenConfigError {
 impl ApiTokens {
     /// Reads `COSTSIM_API_TOKENS_FILE` if set, else `COSTSIM_API_TOKENS`; none configured is an empty set.
     pub fn from_env() -> Result<ApiTokens, TokenConfigError> {
-        if let Some(path) = std::env::var_os("COSTSIM_API_TOKENS_FILE").filter(|p| !p.is_empty()) {
-            let path = path.to_string_lossy().into_owned();
+        let layers = crate::config::layers();
+        if let Some(path) = layers.value("COSTSIM_API_TOKENS_FILE") {
+            let path = path.to_owned();
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| TokenConfigError::File { path, reason: e.kind().to_string() })?;
             return ApiTokens::parse(text.lines().filter(|l| !l.trim().starts_with('#')));
         }
-        let text = std::env::var("COSTSIM_API_TOKENS").unwrap_or_default();
+        let text = layers.value("COSTSIM_API_TOKENS").unwrap_or_default();
         ApiTokens::parse(text.split(','))
     }
 
@@ -218,7 +219,8 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// The versions from `COSTSIM_MODEL_VERSION` and `COSTSIM_ADAPTER_VERSION` (default 2.0.0).
     pub fn versions_from_env() -> (String, String) {
-        let read = |key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "2.0.0".into());
+        let layers = crate::config::layers();
+        let read = |key| layers.value(key).map(str::to_owned).unwrap_or_else(|| "2.0.0".into());
         (read("COSTSIM_MODEL_VERSION"), read("COSTSIM_ADAPTER_VERSION"))
     }
 }

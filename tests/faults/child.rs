@@ -21,7 +21,9 @@ pub fn fresh_kafka(brokers: &str, partitions: i32) -> KafkaConfig {
         dlq_topic: format!("faults-{id}.dlq"),
         group_id: format!("faults-{id}"),
         results_partitions: partitions,
-        replication_factor: 1,
+        replication_factor: Some(1),
+        min_insync_replicas: None,
+        kafka_config: None,
         options: Vec::new(),
     }
 }

@@ -35,7 +35,9 @@ pub fn fresh_kafka() -> KafkaConfig {
         dlq_topic: format!("test-{id}.dlq"),
         group_id: format!("test-{id}"),
         results_partitions: 3,
-        replication_factor: 1,
+        replication_factor: Some(1),
+        min_insync_replicas: None,
+        kafka_config: None,
         options: Vec::new(),
     }
 }

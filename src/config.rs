@@ -21,12 +21,13 @@ pub const CONFIG_ENV: &str = "COSTSIM_CONFIG";
 /// sets `sasl.password`).
 pub const KAFKA_ENV_PREFIX: &str = "COSTSIM_KAFKA_";
 
-/// Settings read from the environment by the library itself rather than by a flag.
-const ENV_ONLY_SETTINGS: &[(&str, &str)] = &[
-    ("COSTSIM_API_TOKENS", "bearer tokens of the HTTP API, name:role:token,..."),
-    ("COSTSIM_API_TOKENS_FILE", "a file of API tokens, one name:role:token a line"),
-    ("COSTSIM_MODEL_VERSION", "the model version the status API reports"),
-    ("COSTSIM_ADAPTER_VERSION", "the adapter version the status API reports"),
+/// Settings read by the library itself rather than by a flag, with their defaults: the HTTP API's tokens and
+/// the versions its status reports.
+const ENV_ONLY_SETTINGS: &[(&str, Option<&str>)] = &[
+    ("COSTSIM_API_TOKENS", None),
+    ("COSTSIM_API_TOKENS_FILE", None),
+    ("COSTSIM_MODEL_VERSION", Some("2.0.0")),
+    ("COSTSIM_ADAPTER_VERSION", Some("2.0.0")),
 ];
 
 /// `COSTSIM_*` variables that belong to the repository's scripts and test harness, not to the binary; they are
@@ -260,8 +261,8 @@ pub fn known_settings(command: &clap::Command) -> BTreeSet<String> {
     names
 }
 
-/// What a setting read by the library (not by a flag) is for, for `config show`.
-pub(crate) fn env_only_settings() -> &'static [(&'static str, &'static str)] {
+/// The settings read by the library (not by a flag) and their defaults, for `config show`.
+pub(crate) fn env_only_settings() -> &'static [(&'static str, Option<&'static str>)] {
     ENV_ONLY_SETTINGS
 }
 
@@ -285,7 +286,7 @@ fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
         .map(|k| (strsim::jaro_winkler(name, k), k))
         .filter(|(score, _)| *score > 0.9)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| format!(", did you mean `{k}`?"))
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()
 }
 
@@ -399,17 +400,19 @@ fn with_file_defaults(mut command: clap::Command, file: &BTreeMap<String, String
     if file.is_empty() {
         return command;
     }
-    let ids: Vec<(clap::Id, &'static str)> = command
+    let ids: Vec<(clap::Id, &'static str, bool)> = command
         .get_arguments()
         .filter_map(|arg| {
             let env = arg.get_env()?.to_string_lossy();
             let value = file.get(env.as_ref())?;
+            // `--help` shows defaults: never a secret's, nor a URL's that carries a password.
+            let hide = arg.is_hide_env_values_set() || is_secret_name(&env) || masked(&env, value) != *value;
             // Leaked once per setting at start: clap keeps defaults as 'static strings.
-            Some((arg.get_id().clone(), &*Box::leak(value.clone().into_boxed_str())))
+            Some((arg.get_id().clone(), &*Box::leak(value.clone().into_boxed_str()), hide))
         })
         .collect();
-    for (id, value) in ids {
-        command = command.mut_arg(id, |arg| arg.default_value(value).required(false));
+    for (id, value, hide) in ids {
+        command = command.mut_arg(id, |arg| arg.default_value(value).required(false).hide_default_value(hide));
     }
     let subs: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_owned()).collect();
     for sub in subs {

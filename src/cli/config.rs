@@ -110,6 +110,23 @@ fn effective(run_flags: &[OsString]) -> anyhow::Result<Shown> {
         settings.push(Setting { name, file_key, flag, value, source });
     }
 
+    for (variable, value) in [
+        (config::CONFIG_ENV, layers.file_path.as_ref().map(|p| p.display().to_string())),
+        ("COSTSIM_LOG_FORMAT", Some(layers.value("COSTSIM_LOG_FORMAT").unwrap_or("text").to_owned())),
+    ] {
+        let source = match variable {
+            config::CONFIG_ENV if layers.get(variable).is_none() && value.is_some() => Source::Flag,
+            _ => layers.get(variable).map_or(Source::Default, |(_, s)| s),
+        };
+        settings.push(Setting {
+            name: variable.to_owned(),
+            file_key: config::file_key(variable),
+            flag: None,
+            value,
+            source,
+        });
+    }
+
     let sets: Vec<String> = matches.get_many::<String>("set").into_iter().flatten().cloned().collect();
     let engine = BreakerConfig::from_env(layers.vars())
         .and_then(|c| c.with_overrides(sets.iter().map(String::as_str)))
@@ -130,13 +147,13 @@ fn effective(run_flags: &[OsString]) -> anyhow::Result<Shown> {
             source: if by_flag { Source::Flag } else { source },
         });
     }
-    for (variable, _) in config::env_only_settings() {
+    for (variable, default) in config::env_only_settings() {
         let found = layers.get(variable);
         settings.push(Setting {
             name: (*variable).to_owned(),
             file_key: config::file_key(variable),
             flag: None,
-            value: found.map(|(v, _)| masked(variable, v)),
+            value: found.map(|(v, _)| masked(variable, v)).or(default.map(str::to_owned)),
             source: found.map_or(Source::Default, |(_, s)| s),
         });
     }

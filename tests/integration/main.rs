@@ -8,6 +8,7 @@ mod backfill;
 mod backtest;
 mod breaker_cli;
 mod cli;
+mod config;
 mod gaps;
 mod helpers;
 mod http;

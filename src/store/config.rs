@@ -230,9 +230,9 @@ pub(crate) fn parse_url(url: &str, setting: &str) -> anyhow::Result<(PgConnectOp
 
 /// A failed connection's error, with what TLS was asked for when TLS is what failed.
 fn connect_error(err: sqlx::Error, tls: &TlsSettings) -> anyhow::Error {
-    match err {
-        sqlx::Error::Tls(_) => anyhow::Error::new(err).context(tls.describe()),
-        err => err.into(),
+    match tls.failure(&err) {
+        Some(failure) => anyhow::Error::new(err).context(failure),
+        None => err.into(),
     }
 }
 

@@ -172,7 +172,34 @@ impl TlsSettings {
         options
     }
 
-    /// What a failed TLS connection was asked for, to put before sqlx's reason: the mode and whom it trusts.
+    /// When `err` is a failure of TLS (sqlx reports the handshake's as I/O errors), what was asked for and, for
+    /// the usual certificate problems, what is wrong, to put before sqlx's reason.
+    pub fn failure(&self, err: &sqlx::Error) -> Option<String> {
+        let rustls = match err {
+            sqlx::Error::Tls(e) => e.downcast_ref::<rustls::Error>(),
+            sqlx::Error::Io(e) => Some(e.get_ref()?.downcast_ref::<rustls::Error>()?),
+            _ => return None,
+        };
+        use rustls::CertificateError as E;
+        let why = match rustls {
+            Some(rustls::Error::InvalidCertificate(E::UnknownIssuer)) => {
+                Some("the server's certificate is not signed by a CA this client trusts")
+            }
+            Some(rustls::Error::InvalidCertificate(E::NotValidForName | E::NotValidForNameContext { .. })) => {
+                Some("the server's certificate does not name the host of the URL")
+            }
+            Some(rustls::Error::InvalidCertificate(E::Expired | E::ExpiredContext { .. })) => {
+                Some("the server's certificate has expired")
+            }
+            _ => None,
+        };
+        Some(match why {
+            Some(why) => format!("{}: {why}", self.describe()),
+            None => self.describe(),
+        })
+    }
+
+    /// What a failed TLS connection was asked for: the mode and whom it trusts.
     pub fn describe(&self) -> String {
         let mode = self.mode.as_str();
         match (&self.root, self.mode.verifies()) {

@@ -10,6 +10,7 @@
 //! - Other `ssl…` parameters (`sslcrl`, `sslpassword`, `sslsni`, ...) are refused, not ignored as sqlx would.
 //! - The certificate files the mode will read are read at start, so a missing one is named with its parameter;
 //!   `sslcert` and `sslkey` go together.
+//! - On a Unix socket the mode does not apply (the server never offers TLS there; sqlx would ask).
 //!
 //! Kept from sqlx on purpose, and documented in the README: `prefer` whose handshake fails after the server
 //! accepted TLS fails (libpq retries in plaintext: whoever can break the handshake could downgrade the session);
@@ -153,7 +154,11 @@ impl TlsSettings {
 
     /// Sets the options' TLS to these settings (sqlx parsed the same URL and environment its own way).
     pub fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        // libpq ignores sslmode on a Unix socket, where the server never offers TLS (sqlx would ask, and so fail
+        // with require).
+        let unix_socket = options.get_socket().is_some() || options.get_host().starts_with('/');
         let mut options = options.ssl_mode(match self.mode {
+            _ if unix_socket => PgSslMode::Disable,
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require => PgSslMode::Require,
@@ -382,6 +387,18 @@ mod tests {
         }
         assert!(read("postgres://db/x?application_name=a&ssl-mode=require").is_ok());
         assert!(read("postgres://db/x?sslmode=").unwrap_err().contains("sslmode is empty"));
+    }
+
+    #[test]
+    fn tls_applies_to_tcp_and_not_to_a_unix_socket_as_in_libpq() {
+        let mode = |url: &str| {
+            let tls = read(url).unwrap();
+            let options = tls.apply(url.parse().unwrap());
+            format!("{:?}", options.get_ssl_mode())
+        };
+        assert_eq!(mode("postgres://db/x?sslmode=require"), "Require");
+        assert_eq!(mode("postgres://%2Fvar%2Frun%2Fpostgresql/x?sslmode=require"), "Disable");
+        assert_eq!(mode("postgres://db/x?host=/var/run/postgresql&sslmode=verify-full"), "Disable");
     }
 
     #[test]

@@ -197,6 +197,9 @@ async fn require_refuses_a_server_without_tls_and_prefer_encrypts_only_where_the
     let url = plain.url("localhost", "postgres", &[("sslmode", "prefer")]);
     assert_ok(&migrate(&url).await, "prefer against ssl=off");
     assert!(!encrypted(&connect(&url).await).await, "prefer against ssl=off is plaintext");
+    // On a Unix socket the mode does not apply, as in libpq (the server never offers TLS there).
+    let url = plain.socket_url(&[("sslmode", "require")]);
+    assert_ok(&migrate(&url).await, "require on the Unix socket");
 
     let tls = Cluster::start(&pki, Ssl::On);
     for params in [&[("sslmode", "prefer")][..], &[]] {

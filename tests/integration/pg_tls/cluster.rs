@@ -238,6 +238,14 @@ impl Cluster {
         url.to_string()
     }
 
+    /// A URL of the cluster's database `postgres` through its Unix socket (`host=` the folder, as libpq reads
+    /// it), with the query parameters given.
+    pub fn socket_url(&self, params: &[(&str, &str)]) -> String {
+        let mut url = url::Url::parse(&format!("postgres://postgres@localhost/postgres?port={}", self.port)).unwrap();
+        url.query_pairs_mut().append_pair("host", self.dir.0.to_str().unwrap()).extend_pairs(params);
+        url.to_string()
+    }
+
     /// The tests' own plaintext connection, as the superuser, on one session (so `pg_backend_pid()` is all of
     /// it).
     pub async fn admin(&self) -> PgPool {

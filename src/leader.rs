@@ -21,7 +21,6 @@ mod session;
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sqlx::postgres::PgConnectOptions;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -303,7 +302,7 @@ where
 
 /// Parses a database URL into the options of a dedicated leader connection.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    url.parse().with_context(|| format!("invalid database URL {}", crate::store::redact(url)))
+    Ok(crate::store::parse_url(url, "the leader's database URL")?.0)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub mod pipeline;
 pub mod relay;
 /// Canary runs against PostgreSQL (on demand and the daily leader job), with their metrics and signal.
 pub mod reports;
-/// PostgreSQL: connection pool and schema migrations.
+/// PostgreSQL: where it is (URLs or their files, libpq's TLS settings), the pool, the schema migrations, repositories.
 pub mod store;
 /// Logging setup.
 pub mod telemetry;

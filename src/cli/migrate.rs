@@ -14,6 +14,6 @@ pub struct MigrateArgs {
 /// Runs `migrate`.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let applied = args.database.migrate_directly().await?;
-    println!("applied {applied} migrations to {}", store::redact(&args.database.url));
+    println!("applied {applied} migrations to {}", store::redact(&args.database.url()?));
     Ok(ExitCode::SUCCESS)
 }

@@ -279,6 +279,10 @@ fn bad_settings() -> Vec<BadSetting> {
         bad!(["-X", "no.such.librdkafka.property=1"] => "no.such.librdkafka.property"),
         bad!("DATABASE_URL" = "not a url" => "DATABASE_URL", "--database-url"),
         bad!("COSTSIM_LEADER_DATABASE_URL" = "mysql://x" => "COSTSIM_LEADER_DATABASE_URL", "--leader-database-url"),
+        bad!("DATABASE_URL_FILE" = "/nonexistent/url" => "DATABASE_URL_FILE"),
+        bad!("COSTSIM_LEADER_DATABASE_URL_FILE" = "/nonexistent/url" => "COSTSIM_LEADER_DATABASE_URL_FILE"),
+        bad!("COSTSIM_LEADER_DATABASE_URL" = "postgres://db/x?sslmode=allow" => "sslmode=allow"),
+        bad!("PGSSLMODE" = "sometimes" => "PGSSLMODE"),
         bad!("COSTSIM_API_TOKENS" = "alice:root:s3" => "COSTSIM_API_TOKENS"),
         bad!("COSTSIM_API_TOKENS_FILE" = "/nonexistent/tokens" => "COSTSIM_API_TOKENS_FILE"),
     ]

@@ -17,6 +17,7 @@ mod kafka_roundtrip;
 mod leader;
 mod metrics_refresh;
 mod migrations;
+mod pg_tls;
 mod pipeline;
 mod proxy;
 mod relay;

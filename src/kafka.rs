@@ -469,6 +469,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn librdkafka_is_built_with_tls_every_sasl_mechanism_we_document_and_every_codec() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        let features: Vec<&str> = features.split(',').collect();
+        // sasl_oauthbearer + oidc: OAUTHBEARER with librdkafka's own OIDC token fetch (needs libcurl).
+        for wanted in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "oidc", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(features.contains(&wanted), "librdkafka lacks {wanted}: {features:?}");
+        }
+        assert_eq!(features.contains(&"sasl_gssapi"), cfg!(feature = "gssapi"), "GSSAPI only with the feature");
+    }
+
+    #[test]
     fn secret_kafka_options_never_reach_the_debug_output() {
         let config = KafkaConfig {
             brokers: "kafka:9093".into(),

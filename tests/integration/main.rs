@@ -22,5 +22,6 @@ mod pipeline;
 mod proxy;
 mod relay;
 mod reports;
+mod runtime_role;
 mod timers;
 mod view;

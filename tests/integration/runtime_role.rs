@@ -5,7 +5,8 @@
 use std::process::Stdio;
 
 use costsim_breaker::kafka::TopicRole;
-use sqlx::PgPool;
+// The role name is made here, of hex digits only.
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::helpers::{command, direct_url, fresh_kafka, sigterm};
 use crate::pipeline::{produce, spike, wait_for};
@@ -23,7 +24,10 @@ async fn run_works_as_the_runtime_role_which_cannot_change_the_schema(pool: PgPo
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let login = format!("costsim_rt_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    sqlx::query(&format!("CREATE ROLE {login} LOGIN IN ROLE costsim_runtime")).execute(&pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE ROLE {login} LOGIN IN ROLE costsim_runtime")))
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut url = url::Url::parse(&owner_url).unwrap();
     url.set_username(&login).unwrap();
     let url = url.to_string();
@@ -51,6 +55,6 @@ async fn run_works_as_the_runtime_role_which_cannot_change_the_schema(pool: PgPo
     assert_eq!(wait_for(&pool, published, 1).await, 1, "the relay, a leader job, publishes as the runtime role");
     assert!(sigterm(&mut run, std::time::Duration::from_secs(30)).await.success());
 
-    sqlx::query(&format!("DROP OWNED BY {login}")).execute(&pool).await.unwrap();
-    sqlx::query(&format!("DROP ROLE {login}")).execute(&pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP OWNED BY {login}"))).execute(&pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE {login}"))).execute(&pool).await.unwrap();
 }

@@ -103,6 +103,11 @@ pub struct TopicCreation {
     pub no_create_topics: bool,
 }
 
+/// Topic names for an error message: `a`, `b`.
+fn quoted(topics: &[String]) -> String {
+    topics.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+}
+
 /// Which of our topics, for creating it with the right settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicRole {
@@ -215,17 +220,13 @@ impl KafkaConfig {
     /// Checks, creating nothing, that the topics of these roles exist and that the state topic is compacted
     /// (subscribers rebuild every breaker's state from it); the error names each topic at fault and what to do.
     pub async fn verify_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
-        let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
-        let kafka = self.clone();
-        let missing = tokio::task::spawn_blocking(move || kafka.missing_topics(&names))
-            .await
-            .context("the topic check stopped")??;
+        let missing = self.missing_roles(roles).await?;
         if !missing.is_empty() {
             anyhow::bail!(
                 "topic creation is off (--no-create-topics) and the broker at {} has no topic {}; create {} with the \
                  settings in the README's topic table, or let costsim-breaker create them",
                 self.brokers,
-                missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "),
+                quoted(&missing),
                 if missing.len() == 1 { "it" } else { "them" },
             );
         }
@@ -245,18 +246,16 @@ impl KafkaConfig {
 
     /// Checks, creating nothing, that the topics of these roles exist; the error names the missing ones.
     pub async fn require_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
+        let missing = self.missing_roles(roles).await?;
+        anyhow::ensure!(missing.is_empty(), "the broker at {} has no topic {}", self.brokers, quoted(&missing));
+        Ok(())
+    }
+
+    /// The topics of these roles the broker does not have, asked off the async threads (metadata requests block).
+    async fn missing_roles(&self, roles: &[TopicRole]) -> anyhow::Result<Vec<String>> {
         let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
         let kafka = self.clone();
-        let missing = tokio::task::spawn_blocking(move || kafka.missing_topics(&names))
-            .await
-            .context("the topic check stopped")??;
-        anyhow::ensure!(
-            missing.is_empty(),
-            "the broker at {} has no topic {}",
-            self.brokers,
-            missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-        );
-        Ok(())
+        tokio::task::spawn_blocking(move || kafka.missing_topics(&names)).await.context("the topic check stopped")?
     }
 
     /// The topics among `names` that the broker does not have; an error when the broker cannot be asked.
@@ -296,12 +295,7 @@ impl KafkaConfig {
 
     /// Whether the broker has every one of these topics, with partitions; blocks on metadata requests.
     fn all_exist(&self, names: &[String]) -> bool {
-        let Ok(client) = self.metadata_client() else { return false };
-        names.iter().all(|name| {
-            client.fetch_metadata(Some(name), Duration::from_secs(10)).is_ok_and(|m| {
-                m.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-            })
-        })
+        self.missing_topics(names).is_ok_and(|missing| missing.is_empty())
     }
 
     /// How a topic of this role is created: partitions and topic-level settings.

@@ -268,19 +268,20 @@ async fn a_client_certificate_authenticates_a_user_whose_pg_hba_line_demands_one
     assert_refused(&migrate(&url).await, "sslcert without sslkey", &expected);
 }
 
+/// `migrate` with DATABASE_URL at a port nothing listens on and one more variable naming a file.
+async fn migrate_with_unreachable_url(variable: &str, file: &std::path::Path) -> std::process::Output {
+    let mut cmd = costsim();
+    cmd.arg("migrate").env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x").env(variable, file);
+    cmd.output().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_url_file_that_cannot_be_read_is_named_by_its_path_and_a_url_with_its_file_is_refused() {
     let missing = TempPath::new(".url");
     let path = missing.0.display().to_string();
     let out = costsim().arg("migrate").env("DATABASE_URL_FILE", &missing.0).output().await.unwrap();
     assert_refused(&out, "a missing DATABASE_URL_FILE", &[&format!("cannot read DATABASE_URL_FILE {path}")]);
-    let out = costsim()
-        .arg("migrate")
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")
-        .env("COSTSIM_LEADER_DATABASE_URL_FILE", &missing.0)
-        .output()
-        .await
-        .unwrap();
+    let out = migrate_with_unreachable_url("COSTSIM_LEADER_DATABASE_URL_FILE", &missing.0).await;
     let expected = [&*format!("cannot read COSTSIM_LEADER_DATABASE_URL_FILE {path}")];
     assert_refused(&out, "a missing COSTSIM_LEADER_DATABASE_URL_FILE", &expected);
 
@@ -291,13 +292,7 @@ async fn a_url_file_that_cannot_be_read_is_named_by_its_path_and_a_url_with_its_
     let expected = [&*format!("the URL in DATABASE_URL_FILE (--database-url-file) {}", file.0.display()), "allow"];
     assert_refused(&out, "sslmode=allow in the file", &expected);
     assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
-    let out = costsim()
-        .arg("migrate")
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")
-        .env("DATABASE_URL_FILE", &file.0)
-        .output()
-        .await
-        .unwrap();
+    let out = migrate_with_unreachable_url("DATABASE_URL_FILE", &file.0).await;
     let expected = ["DATABASE_URL (--database-url) and DATABASE_URL_FILE (--database-url-file) are both set"];
     assert_refused(&out, "DATABASE_URL with DATABASE_URL_FILE", &expected);
 }

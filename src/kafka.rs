@@ -16,6 +16,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use crate::config::kafka_properties::PropertiesFile;
 use crate::config::{self, KAFKA_CONFIG_ENV, Source, masked};
 
+mod connect;
+pub use connect::{CONNECT_DEADLINE, ConnectFailure, SecurityContext};
+
 /// Default name of the topic simulation results arrive on.
 pub const DEFAULT_RESULTS_TOPIC: &str = "costsim.simulation-results";
 /// Default name of the compacted topic breaker state changes are published to.
@@ -167,6 +170,7 @@ impl KafkaConfig {
     /// for a controller until it times out; an ACL may deny it) is fine when every topic exists already: metadata
     /// is asked at the same time, and whichever answer settles the question first wins.
     pub async fn ensure_topics(&self, roles: &[TopicRole]) -> anyhow::Result<()> {
+        self.check_connection().await?;
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create a Kafka admin client")?;
         let min_insync_replicas = self.min_insync_replicas.map(|n| n.to_string());
@@ -253,6 +257,7 @@ impl KafkaConfig {
 
     /// The topics of these roles the broker does not have, asked off the async threads (metadata requests block).
     async fn missing_roles(&self, roles: &[TopicRole]) -> anyhow::Result<Vec<String>> {
+        self.check_connection().await?;
         let names: Vec<String> = roles.iter().map(|role| self.topic(*role).to_owned()).collect();
         let kafka = self.clone();
         tokio::task::spawn_blocking(move || kafka.missing_topics(&names)).await.context("the topic check stopped")?
@@ -327,28 +332,44 @@ impl KafkaConfig {
 
     /// An idempotent producer that waits for all in-sync replicas, for records that must not be lost or doubled.
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
-        let mut config = ClientConfig::new();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
-        // The user's options come last so they can override ours.
-        for (key, value) in self.client_config().config_map() {
-            config.set(key, value);
+        self.producer_config().create().with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+    }
+
+    /// The producer's settings: the user's properties, and ours where the user set none.
+    fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        // The user's properties win: ours only fill what they left unset. (Copying the user's settings through
+        // `ClientConfig::config_map` instead would copy rdkafka's placeholder for every password.)
+        for (key, value) in
+            [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("message.timeout.ms", "30000")]
+        {
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
         }
-        config.create().with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
+        config
     }
 }
 
 /// Handles the log and error events queued on a client that nothing polls for messages (see
 /// [`KafkaConfig::metadata_client`]), so its queue cannot grow while the broker is down; blocks at most `budget`.
-pub fn drain_events(client: &BaseConsumer, budget: Duration) {
+pub fn drain_events<C: rdkafka::consumer::ConsumerContext>(client: &BaseConsumer<C>, budget: Duration) {
     let until = std::time::Instant::now() + budget;
     // A poll handles every queued event until its timeout; it returns early only on an error event.
     while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
         let _ = client.poll(left);
     }
+}
+
+/// What is kept of a record copied to another topic (a dead letter, a replay).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordCopy<'a> {
+    /// The original key.
+    pub key: Option<&'a [u8]>,
+    /// The original value.
+    pub payload: &'a [u8],
+    /// The original timestamp, in milliseconds since the epoch.
+    pub timestamp: Option<i64>,
 }
 
 /// Counts of a batch of sends whose deliveries were all awaited.
@@ -382,24 +403,28 @@ impl<'p> ConfirmedSender<'p> {
 
     /// Enqueues one record; returns once librdkafka has accepted it (not yet delivered).
     pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
-        self.send_with_headers(topic, Some(key), payload, None).await
+        self.enqueue(FutureRecord::to(topic).key(key).payload(payload)).await
     }
 
-    /// Enqueues one record with optional key and headers; returns once librdkafka has accepted it.
-    pub async fn send_with_headers(
+    /// Enqueues a copy of a record (its key, value and timestamp) with these headers; returns once librdkafka has
+    /// accepted it.
+    pub async fn send_copy(
         &mut self,
         topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        headers: Option<OwnedHeaders>,
+        copy: RecordCopy<'_>,
+        headers: OwnedHeaders,
     ) -> Result<(), KafkaError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
-        if let Some(key) = key {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(copy.payload).headers(headers);
+        if let Some(key) = copy.key {
             record = record.key(key);
         }
-        if let Some(headers) = headers {
-            record = record.headers(headers);
+        if let Some(timestamp) = copy.timestamp {
+            record = record.timestamp(timestamp);
         }
+        self.enqueue(record).await
+    }
+
+    async fn enqueue<'a>(&mut self, mut record: FutureRecord<'a, [u8], [u8]>) -> Result<(), KafkaError> {
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
@@ -472,6 +497,30 @@ mod tests {
             assert!(features.contains(&wanted), "librdkafka lacks {wanted}: {features:?}");
         }
         assert_eq!(features.contains(&"sasl_gssapi"), cfg!(feature = "gssapi"), "GSSAPI only with the feature");
+    }
+
+    fn config_with(options: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "kafka:9093".into(),
+            results_topic: DEFAULT_RESULTS_TOPIC.into(),
+            state_topic: DEFAULT_STATE_TOPIC.into(),
+            dlq_topic: DEFAULT_DLQ_TOPIC.into(),
+            group_id: DEFAULT_GROUP_ID.into(),
+            results_partitions: 6,
+            replication_factor: Some(1),
+            min_insync_replicas: None,
+            kafka_config: None,
+            options: options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn the_producer_keeps_the_users_secrets_and_settings_and_fills_in_ours() {
+        let config = config_with(&[("sasl.password", "pw-1"), ("acks", "1")]).producer_config();
+        assert_eq!(config.get("sasl.password"), Some("pw-1"), "the password itself, not a placeholder");
+        assert_eq!(config.get("acks"), Some("1"), "the user's setting wins");
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("bootstrap.servers"), Some("kafka:9093"));
     }
 
     #[test]

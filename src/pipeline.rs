@@ -29,6 +29,8 @@
 //! position, which the fence corrects.
 
 mod batch;
+pub mod bounds;
+pub mod dead_letters;
 mod evaluate;
 mod flow;
 mod gaps;
@@ -73,6 +75,17 @@ pub struct PipelineSettings {
     /// timestamp would otherwise close every bucket up to it.
     #[arg(long, env = "COSTSIM_MAX_FUTURE_SKEW_SECONDS", default_value_t = 300)]
     pub max_future_skew_seconds: u64,
+    /// Events older than this many seconds (by the wall clock) are dead-lettered as `past_event`; the default is
+    /// 30 days, as long as provenance is kept.
+    #[arg(long, env = "COSTSIM_MAX_PAST_SECONDS", default_value_t = 30 * 86_400)]
+    pub max_past_seconds: u64,
+    /// Largest string field of an event, in bytes (PostgreSQL's index entries end near 2.7 kB); longer ones are
+    /// dead-lettered as `field_too_long`.
+    #[arg(long, env = "COSTSIM_MAX_FIELD_BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub max_field_bytes: u32,
+    /// Largest record value, in bytes; larger ones are dead-lettered unread as `record_too_large`.
+    #[arg(long, env = "COSTSIM_MAX_RECORD_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_record_bytes: u32,
     /// The breaker these events feed.
     #[arg(long = "breaker", env = "COSTSIM_BREAKER_NAME", default_value = "costsim_v2")]
     pub breaker: String,
@@ -144,6 +157,18 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+impl PipelineSettings {
+    /// The bounds every record is checked against before the database.
+    pub fn limits(&self) -> bounds::Limits {
+        bounds::Limits {
+            max_record_bytes: self.max_record_bytes as usize,
+            max_field_bytes: self.max_field_bytes as usize,
+            max_past_seconds: self.max_past_seconds,
+            max_future_skew_seconds: self.max_future_skew_seconds,
+        }
+    }
+}
+
 impl Pipeline {
     fn window(&self) -> anyhow::Result<WindowSpec> {
         self.engine.window_spec().context("invalid window settings")
@@ -196,6 +221,7 @@ impl Pipeline {
         let mut judge = JudgeSchedule::default();
         tracing::info!(topic = %self.kafka.results_topic, group = %self.kafka.group_id, "Processor started.");
         loop {
+            batcher.dead_letter_log.flush();
             if flow.is_idle() && judge.take_due(Instant::now()) {
                 self.judge_closed_buckets(window).await;
             }
@@ -259,6 +285,7 @@ impl Pipeline {
                 "Shutdown deadline passed with batches uncommitted; their records will be consumed again."
             ),
         }
+        batcher.dead_letter_log.flush();
         tracing::info!("Processor stopped.");
         Ok(())
     }

@@ -105,6 +105,7 @@ impl TopicRange {
         from: Option<Position>,
         to: Option<Position>,
     ) -> anyhow::Result<Self> {
+        kafka.check_connection_blocking()?;
         let probe = consumer(kafka)?;
         let metadata = probe
             .fetch_metadata(Some(topic), BROKER_TIMEOUT)

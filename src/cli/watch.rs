@@ -39,6 +39,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     // A subscriber never creates the topic it follows: on a managed cluster it may not, and a topic made here
     // would lack the processor's settings.
+    kafka.check_connection().await?;
     kafka.require_topics(&[TopicRole::State]).await.context("watch creates no topic")?;
     let mut follower = Follower::new(&kafka, &kafka.state_topic, "watch")?;
     let start = if args.from_beginning { Start::Beginning } else { Start::End };

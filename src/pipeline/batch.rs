@@ -1,20 +1,22 @@
 //! One partition's batch in one transaction: fence on the stored offset, dead letters, provenance, bucket updates,
 //! the new offset, and the decisions of every bucket that closed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer as _};
 use sqlx::PgConnection;
 
+use super::bounds::Breach;
+use super::dead_letters::DeadLetterLog;
 use super::flow::Batch;
 use super::{Pipeline, gaps};
 use crate::codec::decode_simulation_result;
 use crate::drift::{Observation, Verdict};
 use crate::event::SimulationResult;
-use crate::kafka::ConfirmedSender;
+use crate::kafka::{ConfirmedSender, RecordCopy};
 use crate::store::{buckets, offsets, provenance};
 use crate::window::{Bucket, WindowSpec};
 
@@ -76,16 +78,63 @@ pub struct Batcher<'p> {
     pipeline: &'p Pipeline,
     window: WindowSpec,
     dlq: FutureProducer,
+    /// Shared by the batches of every partition.
+    pub dead_letter_log: DeadLetterLog,
 }
 
 impl<'p> Batcher<'p> {
     /// Prepares the dead-letter producer.
     pub fn new(pipeline: &'p Pipeline, window: WindowSpec) -> anyhow::Result<Self> {
-        Ok(Batcher { pipeline, window, dlq: pipeline.kafka.producer()? })
+        Ok(Batcher { pipeline, window, dlq: pipeline.kafka.producer()?, dead_letter_log: DeadLetterLog::default() })
     }
 
-    /// Applies the records of one partition (in offset order) in one transaction.
+    /// Applies the records of one partition (in offset order) in one transaction. When PostgreSQL refuses the
+    /// batch for good (a data exception, a check violation, a program limit: see [`is_permanent`]), the batch is
+    /// halved until each refused record stands alone; those are dead-lettered as `rejected_by_database` with the
+    /// SQLSTATE and message, and the rest commits. Transient failures are returned for the caller to retry; parts
+    /// already committed are then skipped by the offset fence.
     pub async fn commit(&self, partition: i32, batch: &Batch) -> Result<Outcome, BatchError> {
+        let err = match self.commit_part(partition, batch, None).await {
+            Err(BatchError::Database(err)) if is_permanent(&err) => err,
+            other => return other,
+        };
+        tracing::warn!(partition, records = batch.records.len(), error = %err,
+            "PostgreSQL refused the batch for good; isolating the records it refuses.");
+        // Parts in offset order, each with its failure when already known: a part commits only after every part
+        // before it did, or the offset fence would skip the records of a part still being isolated.
+        let mut parts: VecDeque<(Batch, Option<sqlx::Error>)> = VecDeque::from([(batch.clone(), Some(err))]);
+        let mut outcome = Outcome::AlreadyDone;
+        while let Some((part, failed)) = parts.pop_front() {
+            let err = match failed {
+                Some(err) => err,
+                None => match self.commit_part(partition, &part, None).await {
+                    Ok(Outcome::Seek(offset)) => return Ok(Outcome::Seek(offset)),
+                    Ok(done) => {
+                        outcome = outcome.then(done);
+                        continue;
+                    }
+                    Err(BatchError::Database(err)) if is_permanent(&err) => err,
+                    Err(other) => return Err(other),
+                },
+            };
+            if part.records.len() > 1 {
+                let (front, back) = part.halves();
+                parts.push_front((back, None));
+                parts.push_front((front, None));
+                continue;
+            }
+            let breach = Breach { class: "rejected_by_database", reason: describe_rejection(&err) };
+            match self.commit_part(partition, &part, Some(&breach)).await? {
+                Outcome::Seek(offset) => return Ok(Outcome::Seek(offset)),
+                done => outcome = outcome.then(done),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One transaction over `batch`; with `reject`, every new record is dead-lettered for that reason instead of
+    /// applied (its offset still commits).
+    async fn commit_part(&self, partition: i32, batch: &Batch, reject: Option<&Breach>) -> Result<Outcome, BatchError> {
         let p = self.pipeline;
         let (topic, group) = (p.kafka.results_topic.as_str(), p.kafka.group_id.as_str());
         let records = &batch.records;
@@ -103,39 +152,43 @@ impl<'p> Batcher<'p> {
             // Records between the stored offset and this batch were never read: read them first.
             return Ok(Outcome::Seek(position.next_offset));
         }
-        self.account_for_gaps(&mut tx, partition, position.next_offset, &fresh).await?;
-        p.metrics.events_total.with_label_values(&["duplicate"]).inc_by((records.len() - fresh.len()) as u64);
+        let mut tally = Tally { duplicate: (records.len() - fresh.len()) as u64, ..Tally::default() };
+        self.account_for_gaps(&mut tx, partition, position.next_offset, &fresh, &mut tally).await?;
 
         let now = Utc::now();
-        let latest_allowed = now + TimeDelta::seconds(p.settings.max_future_skew_seconds as i64);
+        let limits = p.settings.limits();
         let mut events = Vec::with_capacity(fresh.len());
         let mut origins = Vec::with_capacity(fresh.len());
         let mut dead = Vec::new();
         for message in &fresh {
-            match decode_simulation_result(message.payload().unwrap_or_default()) {
-                Ok(event) if event.occurred_at > latest_allowed => dead.push(DeadLetter {
-                    message,
-                    class: "future_event",
-                    reason: format!(
-                        "occurred_at {} is more than {} s ahead of the processor's clock",
-                        event.occurred_at, p.settings.max_future_skew_seconds
-                    ),
-                }),
+            let payload = message.payload().unwrap_or_default();
+            let checked = match reject {
+                Some(breach) => Err(breach.clone()),
+                None => limits
+                    .check_size(payload.len())
+                    .and_then(|()| {
+                        decode_simulation_result(payload)
+                            .map_err(|err| Breach { class: err.class(), reason: err.to_string() })
+                    })
+                    .and_then(|event| limits.check_event(&event, now).map(|()| event)),
+            };
+            match checked {
                 Ok(event) => {
                     events.push(event);
                     origins.push(Some(provenance::KafkaOrigin { topic, partition, offset: message.offset() }));
                 }
-                Err(err) => dead.push(DeadLetter { message, class: err.class(), reason: err.to_string() }),
+                Err(Breach { class, reason }) => dead.push(DeadLetter { message, class, reason }),
             }
         }
         self.send_dead_letters(&dead).await?;
+        tally.dead_letters = dead.iter().map(|d| d.class).collect();
 
         let refs: Vec<&SimulationResult> = events.iter().collect();
         let inserted = provenance::insert(&mut tx, &refs, &origins).await?;
         let breaker = crate::store::breaker::get(&mut tx, &p.settings.breaker).await?;
         let evaluated_at = breaker.and_then(|r| r.last_evaluated_at);
         let horizon = evaluated_at.map(|at| self.lateness_horizon(at));
-        let contributions = self.contributions(&events, &inserted, horizon);
+        let contributions = self.contributions(&events, &inserted, horizon, &mut tally);
         let source = buckets::Source { breaker: &p.settings.breaker, topic, partition };
         buckets::merge(&mut tx, source, &contributions).await?;
 
@@ -145,6 +198,7 @@ impl<'p> Batcher<'p> {
         offsets::save(&mut tx, group, topic, partition, offsets::Position { next_offset, watermark }).await?;
         super::evaluate::closed_buckets(p, self.window, &mut tx, evaluated_at).await?;
         tx.commit().await?;
+        tally.count(&p.metrics, &events);
         Ok(Outcome::Committed { next_offset, records: fresh.len() })
     }
 
@@ -156,6 +210,7 @@ impl<'p> Batcher<'p> {
         partition: i32,
         start: i64,
         fresh: &[&OwnedMessage],
+        tally: &mut Tally,
     ) -> Result<(), BatchError> {
         let gaps = gaps::skipped(start, fresh.iter().map(|m| m.offset()));
         if gaps.is_empty() {
@@ -177,7 +232,7 @@ impl<'p> Batcher<'p> {
                     "Records were deleted by the broker before they were applied; recorded in costsim_lost_records."
                 );
                 offsets::record_lost(tx, group, topic, partition, lost.clone(), log_start).await?;
-                p.metrics.records_lost_to_retention_total.inc_by((lost.end - lost.start) as u64);
+                tally.lost += (lost.end - lost.start) as u64;
             }
             if let Some(skipped) = split.unreadable {
                 tracing::debug!(
@@ -187,7 +242,7 @@ impl<'p> Batcher<'p> {
                     end_offset = skipped.end,
                     "Skipped offsets without a readable record."
                 );
-                p.metrics.offsets_skipped_total.inc_by((skipped.end - skipped.start) as u64);
+                tally.unreadable += (skipped.end - skipped.start) as u64;
             }
         }
         Ok(())
@@ -208,39 +263,35 @@ impl<'p> Batcher<'p> {
         evaluated_at + self.window.bucket() - self.window.length()
     }
 
-    /// Each newly inserted event's contribution to its bucket; duplicates and too-late events are counted only.
+    /// Each newly inserted event's contribution to its bucket; duplicates and too-late events are only tallied.
     fn contributions(
         &self,
         events: &[SimulationResult],
         inserted: &HashSet<String>,
         horizon: Option<DateTime<Utc>>,
+        tally: &mut Tally,
     ) -> BTreeMap<DateTime<Utc>, Bucket> {
-        let metrics = &self.pipeline.metrics;
         let mut seen = HashSet::with_capacity(inserted.len());
         let mut contributions: BTreeMap<DateTime<Utc>, Bucket> = BTreeMap::new();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             if !inserted.contains(&event.event_id) || !seen.insert(event.event_id.as_str()) {
-                metrics.events_total.with_label_values(&["duplicate"]).inc();
+                tally.duplicate += 1;
                 continue;
             }
             let start = self.window.bucket_start(event.occurred_at);
             if horizon.is_some_and(|h| start < h) {
-                metrics.events_total.with_label_values(&["too_late"]).inc();
+                tally.too_late += 1;
                 continue;
             }
-            observe_event(metrics, event);
-            let observation = Observation::of(event);
-            if let Observation::Drift(score) = observation {
-                metrics.v2_drift_score.observe(score);
-                metrics.v2_comparison_verdict_total.with_label_values(&[Verdict::of(score).as_str()]).inc();
-            }
-            metrics.events_total.with_label_values(&["inserted"]).inc();
-            contributions.entry(start).or_default().record(observation);
+            tally.inserted.push(index);
+            contributions.entry(start).or_default().record(Observation::of(event));
         }
         contributions
     }
 
-    /// Sends every dead letter with headers saying where it came from and why, and waits for each delivery.
+    /// Sends every dead letter and waits for each delivery. A dead letter keeps the original key, value,
+    /// headers and timestamp, and adds ours (`costsim.*`) and Kafka Connect's (`__connect.errors.*`), so tools
+    /// made for Connect's dead-letter queues read it too.
     async fn send_dead_letters(&self, dead: &[DeadLetter<'_>]) -> Result<(), BatchError> {
         if dead.is_empty() {
             return Ok(());
@@ -251,28 +302,110 @@ impl<'p> Batcher<'p> {
         for d in dead {
             let m = d.message;
             let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "costsim.source.topic", value: Some(m.topic()) })
-                .insert(Header { key: "costsim.source.partition", value: Some(&partition) })
-                .insert(Header { key: "costsim.source.offset", value: Some(&offset) })
-                .insert(Header { key: "costsim.error.class", value: Some(d.class) })
-                .insert(Header { key: "costsim.error.message", value: Some(&d.reason) });
-            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), class = d.class,
-                error = %d.reason, "Sending a record to the dead-letter topic.");
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = m.headers() {
+                for header in original.iter() {
+                    headers = headers.insert(header);
+                }
+            }
+            for (key, value) in [
+                ("costsim.source.topic", m.topic()),
+                ("costsim.source.partition", &partition),
+                ("costsim.source.offset", &offset),
+                ("costsim.error.class", d.class),
+                ("costsim.error.message", &d.reason),
+                ("__connect.errors.topic", m.topic()),
+                ("__connect.errors.partition", &partition),
+                ("__connect.errors.offset", &offset),
+                ("__connect.errors.exception.class.name", d.class),
+                ("__connect.errors.exception.message", &d.reason),
+            ] {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+            self.dead_letter_log.record(d.class, m.topic(), m.partition(), m.offset(), &d.reason);
+            let copy = RecordCopy {
+                key: m.key(),
+                payload: m.payload().unwrap_or_default(),
+                timestamp: m.timestamp().to_millis(),
+            };
             sender
-                .send_with_headers(dlq, m.key(), m.payload().unwrap_or_default(), Some(headers))
+                .send_copy(dlq, copy, headers)
                 .await
                 .map_err(|e| BatchError::DeadLetter { topic: dlq.to_owned(), message: e.to_string() })?;
         }
-        let (counts, first_error) = sender.finish().await;
+        let (_, first_error) = sender.finish().await;
         if let Some(message) = first_error {
             return Err(BatchError::DeadLetter { topic: dlq.to_owned(), message });
         }
-        for d in dead {
-            p.metrics.dlq_records_total.with_label_values(&[d.class]).inc();
-        }
-        p.metrics.events_total.with_label_values(&["dead_letter"]).inc_by(counts.ok);
         Ok(())
+    }
+}
+
+/// What a batch counts, applied to the metrics only once its transaction committed: a batch retried after a
+/// failure counts once.
+#[derive(Debug, Default)]
+struct Tally {
+    duplicate: u64,
+    too_late: u64,
+    lost: u64,
+    unreadable: u64,
+    /// Indexes of the events inserted and counted in their bucket.
+    inserted: Vec<usize>,
+    /// The class of each dead letter sent.
+    dead_letters: Vec<&'static str>,
+}
+
+impl Tally {
+    /// Adds the batch's counts to the metrics; `events` are the batch's decoded events.
+    fn count(&self, metrics: &crate::metrics::Metrics, events: &[SimulationResult]) {
+        let outcome = |label: &str, n: u64| metrics.events_total.with_label_values(&[label]).inc_by(n);
+        outcome("duplicate", self.duplicate);
+        outcome("too_late", self.too_late);
+        outcome("inserted", self.inserted.len() as u64);
+        outcome("dead_letter", self.dead_letters.len() as u64);
+        metrics.records_lost_to_retention_total.inc_by(self.lost);
+        metrics.offsets_skipped_total.inc_by(self.unreadable);
+        for class in &self.dead_letters {
+            metrics.dlq_records_total.with_label_values(&[class]).inc();
+        }
+        for event in self.inserted.iter().map(|&i| &events[i]) {
+            observe_event(metrics, event);
+            if let Observation::Drift(score) = Observation::of(event) {
+                metrics.v2_drift_score.observe(score);
+                metrics.v2_comparison_verdict_total.with_label_values(&[Verdict::of(score).as_str()]).inc();
+            }
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome of two consecutive parts of one batch.
+    fn then(self, next: Outcome) -> Outcome {
+        match (self, next) {
+            (Outcome::Committed { records: a, .. }, Outcome::Committed { next_offset, records: b }) => {
+                Outcome::Committed { next_offset, records: a + b }
+            }
+            (Outcome::Committed { .. }, _) => self,
+            (_, next) => next,
+        }
+    }
+}
+
+/// Whether PostgreSQL refused the data itself, so retrying the same records can never succeed: data exceptions
+/// (class 22: a NUL byte, a value out of range), a NOT NULL or check violation, a program limit (an index entry
+/// too large). Connection losses, timeouts, serialization failures and deadlocks are transient.
+pub fn is_permanent(err: &sqlx::Error) -> bool {
+    let Some(code) = err.as_database_error().and_then(|e| e.code()) else { return false };
+    code.starts_with("22") || matches!(code.as_ref(), "23502" | "23514" | "54000" | "54001")
+}
+
+/// The dead letter's reason for a record PostgreSQL refused: the SQLSTATE and the server's message.
+fn describe_rejection(err: &sqlx::Error) -> String {
+    match err.as_database_error() {
+        Some(db) => {
+            format!("PostgreSQL refused the record: SQLSTATE {}: {}", db.code().unwrap_or_default(), db.message())
+        }
+        None => format!("PostgreSQL refused the record: {err}"),
     }
 }
 

@@ -10,7 +10,7 @@ use rdkafka::Message as _;
 use rdkafka::message::OwnedMessage;
 
 /// Records of one partition, in the order librdkafka delivered them, ready for one transaction.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     /// The records, in offset order.
     pub records: Vec<OwnedMessage>,
@@ -29,6 +29,17 @@ impl Batch {
     pub fn vouched_from(&self) -> Option<i64> {
         let first = self.records.first()?.offset();
         Some(self.continuous_from.map_or(first, |from| from.min(first)))
+    }
+
+    /// The batch cut in two at its middle record (it has at least two); the back half vouches for the offsets
+    /// from the front half's last record on, as the whole batch did.
+    pub fn halves(&self) -> (Batch, Batch) {
+        let (front, back) = self.records.split_at(self.records.len() / 2);
+        let resume = front.last().map(|m| m.offset() + 1);
+        (
+            Batch { records: front.to_vec(), continuous_from: self.continuous_from },
+            Batch { records: back.to_vec(), continuous_from: resume },
+        )
     }
 }
 

@@ -21,6 +21,7 @@ mod crashes;
 mod fuzz;
 mod mock_kafka;
 mod pgbouncer;
+mod poison;
 mod rebalances;
 mod restarts;
 mod security;

@@ -6,6 +6,7 @@ mod backtest;
 mod breaker;
 mod canary;
 mod config;
+mod dlq;
 mod migrate;
 mod produce;
 mod run;
@@ -50,6 +51,9 @@ pub enum Command {
     Breaker(breaker::BreakerArgs),
     /// Judge V2 now over a sample of recent provenance (`run`), or list the canary reports (`reports`).
     Canary(canary::CanaryArgs),
+    /// Look at the dead-letter topic (`stats`: counts by class and hour) and send its records back to the results
+    /// topic after a fix (`replay [--class C] [--from-time T] [--to-time T]`).
+    Dlq(dlq::DlqArgs),
     /// Show the effective configuration: each setting, its value (secrets masked) and where it came from.
     Config(config::ConfigArgs),
     /// Send simulation results to Kafka, from a JSON Lines file or generated from a drift profile.
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Breaker(args) => breaker::run(args).await,
         Command::Canary(args) => canary::run(args).await,
         Command::Config(args) => config::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,

@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 use sqlx::PgConnection;
 
 use super::bounds::Breach;
-use super::dead_letters::DeadLetterLog;
+use super::dead_letters::{CLASS_HEADER, DEAD_LETTERED_AT_HEADER, DeadLetterLog};
 use super::flow::Batch;
 use super::{Pipeline, gaps};
 use crate::codec::decode_simulation_result;
@@ -299,6 +299,7 @@ impl<'p> Batcher<'p> {
         let p = self.pipeline;
         let dlq = p.kafka.dlq_topic.as_str();
         let mut sender = ConfirmedSender::new(&self.dlq);
+        let dead_lettered_at = crate::event::format_rfc3339_millis(&Utc::now());
         for d in dead {
             let m = d.message;
             let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
@@ -312,8 +313,9 @@ impl<'p> Batcher<'p> {
                 ("costsim.source.topic", m.topic()),
                 ("costsim.source.partition", &partition),
                 ("costsim.source.offset", &offset),
-                ("costsim.error.class", d.class),
+                (CLASS_HEADER, d.class),
                 ("costsim.error.message", &d.reason),
+                (DEAD_LETTERED_AT_HEADER, &dead_lettered_at),
                 ("__connect.errors.topic", m.topic()),
                 ("__connect.errors.partition", &partition),
                 ("__connect.errors.offset", &offset),

@@ -6,6 +6,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The header a dead letter's class is in.
+pub const CLASS_HEADER: &str = "costsim.error.class";
+/// The header with the time a record was dead-lettered (RFC 3339, UTC).
+pub const DEAD_LETTERED_AT_HEADER: &str = "costsim.dead_lettered_at";
+/// The header a replayed record carries: the dead letter it came from, `topic/partition@offset`.
+pub const REPLAYED_FROM_HEADER: &str = "costsim.replayed.from";
+
 /// How long one class's dead letters are summed up before the next is logged in full.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 

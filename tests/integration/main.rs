@@ -10,6 +10,7 @@ mod breaker_cli;
 mod cli;
 mod codecs;
 mod config;
+mod dlq;
 mod gaps;
 mod helpers;
 mod http;

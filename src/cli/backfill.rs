@@ -118,10 +118,10 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             check.batch(&mut tx, &batch.rows).await.context("cannot read provenance")?;
             tx.commit().await.context("cannot read provenance")?;
         } else if args.dry_run {
-            let ids: Vec<String> = batch.rows.iter().map(|r| r.event_id.clone()).collect();
-            let stored = provenance::existing_event_ids(&mut tx, &ids).await.context("cannot read provenance")?;
+            let stored =
+                provenance::existing_event_ids(&mut tx, &batch.rows).await.context("cannot read provenance")?;
             tx.commit().await.context("cannot read provenance")?;
-            for id in ids {
+            for id in batch.rows.iter().map(|r| r.event_id.clone()) {
                 if stored.contains(&id) || !seen.insert(id) {
                     counts.duplicates += 1;
                 } else {

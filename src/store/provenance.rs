@@ -1,5 +1,10 @@
 //! Provenance rows: one per simulation result or backfilled record, idempotent on `event_id`, written in batches
 //! (one `INSERT … SELECT FROM UNNEST` per batch, one array per column).
+//!
+//! The table is partitioned by `occurred_at`, so its unique key is (`occurred_at`, `event_id`): an event's time is
+//! part of the event, the same in every copy of it, so the key still stores each event once (see the migration
+//! that partitions the table). Lookups go by that key, never by `event_id` alone, which would probe every
+//! partition.
 
 /// What the table holds: totals per variant and source, costs, drift statistics (for `backfill --verify`).
 pub mod stats;
@@ -201,15 +206,64 @@ pub async fn insert_rows(
     Ok(inserted.into_iter().collect())
 }
 
-/// The ids among `event_ids` that are stored already.
-pub async fn existing_event_ids(conn: &mut PgConnection, event_ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
-    let found: Vec<String> =
-        sqlx::query_scalar("SELECT event_id FROM costsim_provenance WHERE event_id = ANY($1::text[])")
-            .persistent(false)
-            .bind(event_ids)
-            .fetch_all(conn)
-            .await?;
+/// The ids of `rows` that are stored already, each looked up by its key (`occurred_at`, `event_id`): the unique
+/// key the insert dedups on, which reaches one partition's index per row instead of every partition's.
+pub async fn existing_event_ids(
+    conn: &mut PgConnection,
+    rows: &[ProvenanceRow],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let keys = Keys::of(rows);
+    let found: Vec<String> = sqlx::query_scalar(keyed_rows!("p.event_id"))
+        .persistent(false)
+        .bind(&keys.occurred_at)
+        .bind(&keys.event_id)
+        .bind(&keys.untimed)
+        .fetch_all(conn)
+        .await?;
     Ok(found.into_iter().collect())
+}
+
+/// `SELECT $columns` of the stored rows whose key is one of `$1` (`occurred_at`) × `$2` (`event_id`) pairwise, or
+/// without an event time and an id in `$3`; `p` names the stored row.
+macro_rules! keyed_rows {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM UNNEST($1::timestamptz[], $2::text[]) AS u(o, e) \
+             JOIN costsim_provenance p ON p.occurred_at = u.o AND p.event_id = u.e UNION ALL SELECT ",
+            $columns,
+            " FROM costsim_provenance p WHERE p.occurred_at IS NULL AND p.event_id = ANY($3::text[])"
+        )
+    };
+}
+pub(crate) use keyed_rows;
+
+/// The keys of a set of rows, split by whether they carry an event time.
+pub(crate) struct Keys<'a> {
+    /// Event times of the timed rows.
+    pub(crate) occurred_at: Vec<DateTime<Utc>>,
+    /// Ids of the timed rows, pairwise with `occurred_at`.
+    pub(crate) event_id: Vec<&'a str>,
+    /// Ids of the rows without an event time.
+    pub(crate) untimed: Vec<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    /// The keys of `rows`.
+    pub(crate) fn of(rows: &'a [ProvenanceRow]) -> Self {
+        let mut keys = Keys { occurred_at: Vec::new(), event_id: Vec::new(), untimed: Vec::new() };
+        for row in rows {
+            match row.occurred_at {
+                Some(at) => {
+                    keys.occurred_at.push(at);
+                    keys.event_id.push(&row.event_id);
+                }
+                None => keys.untimed.push(&row.event_id),
+            }
+        }
+        keys
+    }
 }
 
 /// The batch as one array per column, the shape `UNNEST` takes.

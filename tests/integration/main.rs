@@ -23,5 +23,6 @@ mod proxy;
 mod relay;
 mod reports;
 mod runtime_role;
+mod storage;
 mod timers;
 mod view;

@@ -258,13 +258,13 @@ async fn the_upgrade_moves_every_row_of_a_filled_table_once(pool: PgPool) {
         sqlx::query_scalar("SELECT count(*) FROM costsim_provenance_default").fetch_one(&mut *conn).await.unwrap();
     assert_eq!(in_default, 20000 / 997, "only the rows without an event time are in DEFAULT");
     drop(conn);
-    // New rows get new ids, and every moved event is still known by its key.
-    let stored: Vec<(String, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT event_id, occurred_at FROM costsim_provenance").fetch_all(&pool).await.unwrap();
-    let again: Vec<ProvenanceRow> = stored.iter().map(|(id, at)| row(id, *at)).collect();
-    assert!(insert(&pool, &again, Writer::Backfill).await.is_empty(), "nothing is inserted twice");
+    // New rows get ids after the moved ones, and every moved event is still known by its key.
     assert_eq!(insert(&pool, &[row("new", Some(Utc::now()))], Writer::Processor).await, ["new"]);
     let new_id: i64 =
         sqlx::query_scalar("SELECT id FROM costsim_provenance WHERE event_id = 'new'").fetch_one(&pool).await.unwrap();
     assert_eq!(new_id, 20001);
+    let stored: Vec<(String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT event_id, occurred_at FROM costsim_provenance").fetch_all(&pool).await.unwrap();
+    let again: Vec<ProvenanceRow> = stored.iter().map(|(id, at)| row(id, *at)).collect();
+    assert!(insert(&pool, &again, Writer::Backfill).await.is_empty(), "nothing is inserted twice");
 }

@@ -76,6 +76,9 @@ impl Bounds {
     }
 }
 
+/// A range partition's bounds as the catalog gives them: `None` on a side is unbounded (MINVALUE, MAXVALUE).
+pub type RangeBound = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// A partition as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
@@ -83,7 +86,7 @@ pub struct Partition {
     pub name: String,
     /// Its range; `None` for the DEFAULT partition. An unbounded side (MINVALUE, MAXVALUE) is the far past or
     /// future.
-    pub bounds: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    pub bounds: Option<RangeBound>,
 }
 
 impl Partition {
@@ -163,7 +166,7 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Partition>, sqlx::Error
 }
 
 /// `FOR VALUES FROM ('…') TO ('…')` or `DEFAULT`, as `pg_get_expr` prints a partition bound under UTC/ISO.
-fn parse_bound(text: &str) -> Result<Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, String> {
+fn parse_bound(text: &str) -> Result<Option<RangeBound>, String> {
     if text == "DEFAULT" {
         return Ok(None);
     }

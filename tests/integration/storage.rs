@@ -114,13 +114,13 @@ async fn an_event_produced_twice_counts_once_across_a_partition_boundary(pool: P
     assert_ne!(placed[0].1, placed[1].1, "the two events are in two partitions: {placed:?}");
     // Rows without an event time (the DEFAULT partition) are unique on their id alone.
     let untimed = row("untimed", None);
-    assert_eq!(insert(&pool, &[untimed.clone()], Writer::Backfill).await, ["untimed"]);
-    assert!(insert(&pool, &[untimed.clone()], Writer::Backfill).await.is_empty());
+    assert_eq!(insert(&pool, std::slice::from_ref(&untimed), Writer::Backfill).await, ["untimed"]);
+    assert!(insert(&pool, std::slice::from_ref(&untimed), Writer::Backfill).await.is_empty());
     // A backfilled row the processor meets is claimed once, and counted once.
     let claimed = row("claimed", Some(midnight));
-    assert_eq!(insert(&pool, &[claimed.clone()], Writer::Backfill).await, ["claimed"]);
-    assert_eq!(insert(&pool, &[claimed.clone()], Writer::Processor).await, ["claimed"]);
-    assert!(insert(&pool, &[claimed.clone()], Writer::Processor).await.is_empty());
+    assert_eq!(insert(&pool, std::slice::from_ref(&claimed), Writer::Backfill).await, ["claimed"]);
+    assert_eq!(insert(&pool, std::slice::from_ref(&claimed), Writer::Processor).await, ["claimed"]);
+    assert!(insert(&pool, std::slice::from_ref(&claimed), Writer::Processor).await.is_empty());
     // Lookups by key find each stored row, timed or not, and only those.
     let mut tx = pool.begin().await.unwrap();
     let probe = [before, after, untimed, row("absent", Some(midnight)), row("absent-untimed", None)];

@@ -268,3 +268,59 @@ async fn the_upgrade_moves_every_row_of_a_filled_table_once(pool: PgPool) {
     let again: Vec<ProvenanceRow> = stored.iter().map(|(id, at)| row(id, *at)).collect();
     assert!(insert(&pool, &again, Writer::Backfill).await.is_empty(), "nothing is inserted twice");
 }
+
+#[sqlx::test]
+async fn retention_deletes_old_rows_of_the_other_tables_but_keeps_what_live_code_reads(pool: PgPool) {
+    let exec = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+    };
+    // Three versions of the breaker, all published 40 days ago; version 3 is the current one.
+    exec("UPDATE costsim_cb_state SET version = 3 WHERE name = 'costsim_v2'").await;
+    exec(
+        "INSERT INTO costsim_breaker_events (event_id, breaker, version, payload, created_at, published_at) \
+         SELECT 'se-' || v, 'costsim_v2', v, '{}', now() - interval '40 days', now() - interval '40 days' \
+         FROM generate_series(1, 3) v",
+    )
+    .await;
+    // An unpublished old one would be kept too (it has not reached the topic): version 4 of a later change.
+    exec(
+        "INSERT INTO costsim_breaker_events (event_id, breaker, version, payload, created_at) \
+         VALUES ('se-4', 'costsim_v2', 4, '{}', now() - interval '40 days')",
+    )
+    .await;
+    exec(
+        "INSERT INTO costsim_lost_records (consumer_group, topic, \"partition\", first_offset, end_offset, \
+         log_start_offset, detected_at) VALUES ('g', 't', 0, 0, 10, 10, now() - interval '400 days'), \
+         ('g', 't', 0, 10, 20, 20, now() - interval '10 days')",
+    )
+    .await;
+    exec(
+        "INSERT INTO costsim_canary_reports (run_id, \"timestamp\", breaker, trigger, status) VALUES \
+         ('old-1', now() - interval '400 days', 'costsim_v2', 'schedule', 'pass'), \
+         ('old-2', now() - interval '399 days', 'costsim_v2', 'schedule', 'pass'), \
+         ('old-api', now() - interval '398 days', 'costsim_v2', 'api', 'fail')",
+    )
+    .await;
+    exec(
+        "INSERT INTO costsim_alert_queue (payload, alert_type, status, created_at) \
+         VALUES ('[]', 'old-pending', 'pending', now() - interval '90 days'), \
+                ('[]', 'old-pending', 'pending', now() - interval '89 days')",
+    )
+    .await;
+
+    let report = storage::maintain_at(&pool, &settings(72), Utc::now()).await.unwrap();
+    let deleted = |table: &str| report.deleted.iter().find(|d| d.table == table).map(|d| d.rows);
+    assert_eq!(deleted("costsim_breaker_events"), Some(2), "{report:?}");
+    assert_eq!(deleted("costsim_lost_records"), Some(1), "{report:?}");
+    assert_eq!(deleted("costsim_canary_reports"), Some(1), "{report:?}");
+    assert_eq!(deleted("costsim_alert_queue"), Some(0), "pending rows are never deleted: {report:?}");
+
+    let kept = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, String>(sql).fetch_all(&pool).await.unwrap() }
+    };
+    assert_eq!(kept("SELECT event_id FROM costsim_breaker_events ORDER BY version").await, ["se-3", "se-4"]);
+    assert_eq!(kept("SELECT run_id FROM costsim_canary_reports ORDER BY run_id").await, ["old-2", "old-api"]);
+    assert_eq!(kept("SELECT first_offset::text FROM costsim_lost_records").await, ["10"]);
+}

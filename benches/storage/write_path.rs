@@ -1,7 +1,7 @@
 //! The batch write path of provenance measured both ways on the stack's PostgreSQL, on the partitioned table:
-//! today's `INSERT … SELECT FROM UNNEST` (one array per column, [`provenance::insert_rows`]) against sqlx's
-//! binary `COPY` into a staging table (`ON COMMIT DROP`, so it is safe behind PgBouncer's transaction pooling)
-//! followed by the same `INSERT … SELECT … ON CONFLICT … RETURNING` from it. Each way gets a fresh database,
+//! the earlier `INSERT … SELECT FROM UNNEST` (one array per column, kept in this file) against the product's
+//! [`provenance::insert_rows`]: sqlx's binary `COPY` into a staging table (`ON COMMIT DROP`, so it is safe behind
+//! PgBouncer's transaction pooling) followed by the same `INSERT … SELECT … ON CONFLICT … RETURNING` from it. Each way gets a fresh database,
 //! the same rows, batches of 1,000 in one transaction each (as the processor writes), then the same rows again
 //! (every one a duplicate).
 //!
@@ -10,6 +10,7 @@
 //! `COSTSIM_BENCH_ROWS` (200000) sets the rows per way. Without DATABASE_URL it does nothing (so `cargo bench`
 //! alone passes).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -73,8 +74,8 @@ async fn write_all(pool: &PgPool, rows: &[ProvenanceRow], way: Way) -> anyhow::R
     for batch in rows.chunks(BATCH) {
         let mut tx = pool.begin().await?;
         stored += match way {
-            Way::Unnest => provenance::insert_rows(&mut tx, batch, Writer::Processor).await?.len(),
-            Way::Copy => copy_batch(&mut tx, batch).await?,
+            Way::Unnest => unnest_batch(&mut tx, batch, Writer::Processor).await?.len(),
+            Way::Copy => provenance::insert_rows(&mut tx, batch, Writer::Processor).await?.len(),
         };
         tx.commit().await?;
     }
@@ -120,97 +121,131 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The staging table's columns, in COPY order.
-const COLUMNS: &str = "event_id, occurred_at, run_id, tenant_id, variant_slug, source, model_version, adapter_version, \
-     commit_sha, input_hash, output_hash, v1_cost, v2_cost, v1_feasible, v2_feasible, v2_status, drift_score, \
-     verdict, payload, runtime_ms, kafka_topic, kafka_partition, kafka_offset";
-
-/// Binary COPY into a staging table dropped at commit, then the processor's insert from it.
-async fn copy_batch(conn: &mut PgConnection, rows: &[ProvenanceRow]) -> anyhow::Result<usize> {
-    sqlx::query(
-        "CREATE TEMP TABLE costsim_provenance_stage (event_id text, occurred_at timestamptz, run_id text, \
-         tenant_id text, variant_slug text, source text, model_version text, adapter_version text, commit_sha text, \
-         input_hash text, output_hash text, v1_cost float8, v2_cost float8, v1_feasible bool, v2_feasible bool, \
-         v2_status text, drift_score float8, verdict text, payload jsonb, runtime_ms int4, kafka_topic text, \
-         kafka_partition int4, kafka_offset int8) ON COMMIT DROP",
-    )
-    .persistent(false)
-    .execute(&mut *conn)
-    .await?;
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY costsim_provenance_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"))
-        .await?;
-    copy.send(encode(rows)).await?;
-    copy.finish().await?;
-    let stored: Vec<String> = sqlx::query_scalar(
+/// The batch insert up to its conflict action: one array per column, `$24` whether the rows are `processed`.
+macro_rules! insert_rows_sql {
+    () => {
         "INSERT INTO costsim_provenance (event_id, occurred_at, run_id, tenant_id, variant_slug, source, \
          model_version, adapter_version, commit_sha, input_hash, output_hash, v1_cost, v2_cost, cost_delta, \
          v1_feasible, v2_feasible, v2_status, drift_score, verdict, payload, runtime_ms, kafka_topic, \
          kafka_partition, kafka_offset, processed) \
-         SELECT DISTINCT ON (event_id) event_id, occurred_at, run_id, tenant_id, variant_slug, source, \
-         model_version, adapter_version, commit_sha, input_hash, output_hash, v1_cost, v2_cost, v2_cost - v1_cost, \
-         v1_feasible, v2_feasible, v2_status, drift_score, verdict, payload, runtime_ms, kafka_topic, \
-         kafka_partition, kafka_offset, true FROM costsim_provenance_stage \
-         ON CONFLICT ON CONSTRAINT uq_costsim_provenance_event_id \
-         DO UPDATE SET processed = true WHERE NOT costsim_provenance.processed RETURNING event_id",
-    )
-    .persistent(false)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(stored.len())
+         SELECT e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, c2 - c1, f1, f2, st, d, vd, p::jsonb, ms, kt, kp, ko, \
+         $24::bool \
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::bool[], $15::bool[], \
+         $16::text[], $17::float8[], $18::text[], $19::text[], $20::int4[], $21::text[], $22::int4[], $23::int8[]) \
+         AS u(e, o, r, t, vs, s, mv, av, cs, ih, oh, c1, c2, f1, f2, st, d, vd, p, ms, kt, kp, ko) \
+         ON CONFLICT ON CONSTRAINT uq_costsim_provenance_event_id "
+    };
 }
 
-/// PostgreSQL's binary COPY format: a header, then per row a field count and each field as length + bytes.
-fn encode(rows: &[ProvenanceRow]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 256);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    let text = |out: &mut Vec<u8>, v: Option<&str>| field(out, v.map(str::as_bytes));
-    let f8 = |out: &mut Vec<u8>, v: Option<f64>| field(out, v.map(|v| v.to_be_bytes()).as_ref().map(|b| &b[..]));
-    let b1 = |out: &mut Vec<u8>, v: Option<bool>| field(out, v.map(|v| [u8::from(v)]).as_ref().map(|b| &b[..]));
-    let i4 = |out: &mut Vec<u8>, v: Option<i32>| field(out, v.map(|v| v.to_be_bytes()).as_ref().map(|b| &b[..]));
-    let i8 = |out: &mut Vec<u8>, v: Option<i64>| field(out, v.map(|v| v.to_be_bytes()).as_ref().map(|b| &b[..]));
-    // Microseconds since 2000-01-01T00:00:00Z.
-    const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-    for r in rows {
-        out.extend_from_slice(&23i16.to_be_bytes());
-        text(&mut out, Some(&r.event_id));
-        i8(&mut out, r.occurred_at.map(|t| t.timestamp_micros() - PG_EPOCH_MICROS));
-        text(&mut out, r.run_id.as_deref());
-        text(&mut out, r.tenant_id.as_deref());
-        text(&mut out, r.variant_slug.as_deref());
-        text(&mut out, r.source.as_deref());
-        text(&mut out, r.model_version.as_deref());
-        text(&mut out, r.adapter_version.as_deref());
-        text(&mut out, r.commit_sha.as_deref());
-        text(&mut out, r.input_hash.as_deref());
-        text(&mut out, r.output_hash.as_deref());
-        f8(&mut out, r.v1_cost);
-        f8(&mut out, r.v2_cost);
-        b1(&mut out, r.v1_feasible);
-        b1(&mut out, r.v2_feasible);
-        text(&mut out, r.v2_status.as_deref());
-        f8(&mut out, r.drift_score);
-        text(&mut out, r.verdict);
-        // jsonb's binary form: version 1, then the JSON text.
-        let payload = r.payload.as_ref().map(|p| [&[1u8][..], p.to_string().as_bytes()].concat());
-        field(&mut out, payload.as_deref());
-        i4(&mut out, r.runtime_ms);
-        text(&mut out, r.kafka_topic.as_deref());
-        i4(&mut out, r.kafka_partition);
-        i8(&mut out, r.kafka_offset);
+/// The write path before COPY: one `INSERT … SELECT FROM UNNEST`, one array per column (kept here to measure).
+async fn unnest_batch(
+    conn: &mut PgConnection,
+    rows: &[ProvenanceRow],
+    writer: Writer,
+) -> Result<HashSet<String>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
     }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
+    // One statement may not touch a row twice with ON CONFLICT DO UPDATE: repeats are dropped here.
+    let mut ids = HashSet::with_capacity(rows.len());
+    let unique: Vec<&ProvenanceRow> = rows.iter().filter(|r| ids.insert(r.event_id.as_str())).collect();
+    let c = Columns::of(&unique);
+    let sql = match writer {
+        Writer::Processor => concat!(
+            insert_rows_sql!(),
+            "DO UPDATE SET processed = true WHERE NOT costsim_provenance.processed RETURNING event_id"
+        ),
+        Writer::Backfill => concat!(insert_rows_sql!(), "DO NOTHING RETURNING event_id"),
+    };
+    let inserted: Vec<String> = sqlx::query_scalar(sql)
+        .persistent(false)
+        .bind(&c.event_id)
+        .bind(&c.occurred_at)
+        .bind(&c.run_id)
+        .bind(&c.tenant_id)
+        .bind(&c.variant_slug)
+        .bind(&c.source)
+        .bind(&c.model_version)
+        .bind(&c.adapter_version)
+        .bind(&c.commit_sha)
+        .bind(&c.input_hash)
+        .bind(&c.output_hash)
+        .bind(&c.v1_cost)
+        .bind(&c.v2_cost)
+        .bind(&c.v1_feasible)
+        .bind(&c.v2_feasible)
+        .bind(&c.v2_status)
+        .bind(&c.drift_score)
+        .bind(&c.verdict)
+        .bind(&c.payload)
+        .bind(&c.runtime_ms)
+        .bind(&c.kafka_topic)
+        .bind(&c.kafka_partition)
+        .bind(&c.kafka_offset)
+        .bind(writer == Writer::Processor)
+        .fetch_all(conn)
+        .await?;
+    Ok(inserted.into_iter().collect())
 }
 
-fn field(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        Some(bytes) => {
-            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-            out.extend_from_slice(bytes);
+/// The batch as one array per column, the shape `UNNEST` takes.
+#[derive(Default)]
+struct Columns<'a> {
+    event_id: Vec<&'a str>,
+    occurred_at: Vec<Option<DateTime<Utc>>>,
+    run_id: Vec<Option<&'a str>>,
+    tenant_id: Vec<Option<&'a str>>,
+    variant_slug: Vec<Option<&'a str>>,
+    source: Vec<Option<&'a str>>,
+    model_version: Vec<Option<&'a str>>,
+    adapter_version: Vec<Option<&'a str>>,
+    commit_sha: Vec<Option<&'a str>>,
+    input_hash: Vec<Option<&'a str>>,
+    output_hash: Vec<Option<&'a str>>,
+    v1_cost: Vec<Option<f64>>,
+    v2_cost: Vec<Option<f64>>,
+    v1_feasible: Vec<Option<bool>>,
+    v2_feasible: Vec<Option<bool>>,
+    v2_status: Vec<Option<&'a str>>,
+    drift_score: Vec<Option<f64>>,
+    verdict: Vec<Option<&'static str>>,
+    // Sent as text and cast in SQL: one array type for any JSON value.
+    payload: Vec<Option<String>>,
+    runtime_ms: Vec<Option<i32>>,
+    kafka_topic: Vec<Option<&'a str>>,
+    kafka_partition: Vec<Option<i32>>,
+    kafka_offset: Vec<Option<i64>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &[&'a ProvenanceRow]) -> Self {
+        let mut c = Columns { event_id: Vec::with_capacity(rows.len()), ..Default::default() };
+        for r in rows {
+            c.event_id.push(&r.event_id);
+            c.occurred_at.push(r.occurred_at);
+            c.run_id.push(r.run_id.as_deref());
+            c.tenant_id.push(r.tenant_id.as_deref());
+            c.variant_slug.push(r.variant_slug.as_deref());
+            c.source.push(r.source.as_deref());
+            c.model_version.push(r.model_version.as_deref());
+            c.adapter_version.push(r.adapter_version.as_deref());
+            c.commit_sha.push(r.commit_sha.as_deref());
+            c.input_hash.push(r.input_hash.as_deref());
+            c.output_hash.push(r.output_hash.as_deref());
+            c.v1_cost.push(r.v1_cost);
+            c.v2_cost.push(r.v2_cost);
+            c.v1_feasible.push(r.v1_feasible);
+            c.v2_feasible.push(r.v2_feasible);
+            c.v2_status.push(r.v2_status.as_deref());
+            c.drift_score.push(r.drift_score);
+            c.verdict.push(r.verdict);
+            c.payload.push(r.payload.as_ref().map(|p| p.to_string()));
+            c.runtime_ms.push(r.runtime_ms);
+            c.kafka_topic.push(r.kafka_topic.as_deref());
+            c.kafka_partition.push(r.kafka_partition);
+            c.kafka_offset.push(r.kafka_offset);
         }
+        c
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! It writes provenance rows only: no breaker state, bucket or consumer offset, and it joins no consumer group
 //! (partitions are assigned by hand and nothing is committed), so it is safe while `run` is live; rows `run` has
-//! written already are skipped as duplicates. Each batch is one `INSERT … SELECT FROM UNNEST` in its own
-//! transaction, so an interrupted backfill keeps the batches it wrote and a rerun completes it.
+//! written already are skipped as duplicates. Each batch is a COPY and one `INSERT … SELECT … ON CONFLICT` in its
+//! own transaction, so an interrupted backfill keeps the batches it wrote and a rerun completes it.
 
 mod input;
 mod progress;

@@ -1,14 +1,15 @@
 //! The batch write path of provenance measured both ways on the stack's PostgreSQL, on the partitioned table:
 //! the earlier `INSERT … SELECT FROM UNNEST` (one array per column, kept in this file) against the product's
 //! [`provenance::insert_rows`]: sqlx's binary `COPY` into a staging table (`ON COMMIT DROP`, so it is safe behind
-//! PgBouncer's transaction pooling) followed by the same `INSERT … SELECT … ON CONFLICT … RETURNING` from it. Each way gets a fresh database,
-//! the same rows, batches of 1,000 in one transaction each (as the processor writes), then the same rows again
-//! (every one a duplicate).
+//! PgBouncer's transaction pooling) followed by the same `INSERT … SELECT … ON CONFLICT … RETURNING` from it.
+//! Each way gets a fresh database, the same rows, batches of 1,000 in one transaction each (as the processor
+//! writes), then the same rows again (every one a duplicate).
 //!
-//!   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench storage_write
+//!   COSTSIM_BENCH_ROWS=200000 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo bench --bench storage_write
 //!
-//! `COSTSIM_BENCH_ROWS` (200000) sets the rows per way. Without DATABASE_URL it does nothing (so `cargo bench`
-//! alone passes).
+//! `COSTSIM_BENCH_ROWS` sets the rows per way; without it (or without DATABASE_URL) it does nothing, so
+//! `cargo bench` alone creates no database.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -23,14 +24,14 @@ const BATCH: usize = 1000;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
-        eprintln!("storage_write: DATABASE_URL is not set; nothing to measure.");
+    let (Ok(admin_url), Ok(count)) = (std::env::var("DATABASE_URL"), std::env::var("COSTSIM_BENCH_ROWS")) else {
+        eprintln!("storage_write: set COSTSIM_BENCH_ROWS and DATABASE_URL to measure; nothing to do.");
         return Ok(());
     };
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let count: usize = std::env::var("COSTSIM_BENCH_ROWS").ok().map(|v| v.parse()).transpose()?.unwrap_or(200_000);
+    let count: usize = count.parse().context("COSTSIM_BENCH_ROWS is not a number")?;
     let rows = generate(count, Utc::now());
     let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.context("cannot connect")?;
     println!("| way | rows | first write rows/s | every row again rows/s |");

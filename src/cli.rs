@@ -10,6 +10,7 @@ mod dlq;
 mod migrate;
 mod produce;
 mod run;
+mod storage;
 mod topic_range;
 mod watch;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the processor: consume simulation results, decide, and record every effect transactionally.
     Run(run::RunArgs),
+    /// Keep storage bounded: `maintain` (provenance partitions ahead and expired, outbox retention), `stats`.
+    Storage(storage::StorageArgs),
     /// Follow the breaker-state topic and print one line per state change.
     Watch(watch::WatchArgs),
 }
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Storage(args) => storage::run(args).await,
     }
 }
 

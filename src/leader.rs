@@ -43,12 +43,23 @@ pub enum LeaderLock {
     StateRelay = 7005,
     /// The wall-clock breaker timers (open → half-open, probation decisions).
     Timers = 7006,
+    /// Storage maintenance: provenance partitions ahead and expired, outbox retention.
+    StorageMaintenance = 7007,
 }
+
+/// The transaction-level advisory lock of one storage maintenance pass, taken by the leader's pass and by
+/// `storage maintain` alike (not the leader lock, which a session holds for as long as it leads).
+pub const MAINTENANCE_PASS_LOCK: i64 = 7008;
 
 impl LeaderLock {
     /// Every lock, in id order.
-    pub const ALL: [LeaderLock; 4] =
-        [LeaderLock::Canary, LeaderLock::AlertWorker, LeaderLock::StateRelay, LeaderLock::Timers];
+    pub const ALL: [LeaderLock; 5] = [
+        LeaderLock::Canary,
+        LeaderLock::AlertWorker,
+        LeaderLock::StateRelay,
+        LeaderLock::Timers,
+        LeaderLock::StorageMaintenance,
+    ];
 
     /// The advisory lock id (`pg_try_advisory_lock(id)`), also the lease row's key.
     pub const fn id(self) -> i32 {
@@ -62,6 +73,7 @@ impl LeaderLock {
             LeaderLock::AlertWorker => "alert_worker",
             LeaderLock::StateRelay => "state_relay",
             LeaderLock::Timers => "timers",
+            LeaderLock::StorageMaintenance => "storage_maintenance",
         }
     }
 }
@@ -314,6 +326,7 @@ mod tests {
         let ids: std::collections::BTreeSet<i32> = LeaderLock::ALL.iter().map(|l| l.id()).collect();
         assert_eq!(ids.len(), LeaderLock::ALL.len());
         assert!(ids.iter().all(|id| (7000..=7999).contains(id)), "{ids:?}");
+        assert!(!ids.contains(&(MAINTENANCE_PASS_LOCK as i32)));
     }
 
     #[test]

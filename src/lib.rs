@@ -42,6 +42,8 @@ pub mod pipeline;
 pub mod relay;
 /// Canary runs against PostgreSQL (on demand and the daily leader job), with their metrics and signal.
 pub mod reports;
+/// Bounded storage: the maintenance pass (provenance partitions ahead and expired, outbox retention) and its job.
+pub mod storage;
 /// PostgreSQL: where it is (URLs or their files, libpq's TLS settings), the pool, the schema migrations, repositories.
 pub mod store;
 /// Logging setup.

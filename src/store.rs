@@ -21,7 +21,9 @@ mod config;
 pub mod divergence;
 pub mod offsets;
 pub mod outbox;
+pub mod partitions;
 pub mod provenance;
+pub mod retention;
 pub mod tls;
 
 use anyhow::Context as _;

@@ -3,8 +3,8 @@
 //!
 //! It writes provenance rows only: no breaker state, bucket or consumer offset, and it joins no consumer group
 //! (partitions are assigned by hand and nothing is committed), so it is safe while `run` is live; rows `run` has
-//! written already are skipped as duplicates. Each batch is one `INSERT … SELECT FROM UNNEST` in its own
-//! transaction, so an interrupted backfill keeps the batches it wrote and a rerun completes it.
+//! written already are skipped as duplicates. Each batch is a COPY and one `INSERT … SELECT … ON CONFLICT` in its
+//! own transaction, so an interrupted backfill keeps the batches it wrote and a rerun completes it.
 
 mod input;
 mod progress;
@@ -118,10 +118,10 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             check.batch(&mut tx, &batch.rows).await.context("cannot read provenance")?;
             tx.commit().await.context("cannot read provenance")?;
         } else if args.dry_run {
-            let ids: Vec<String> = batch.rows.iter().map(|r| r.event_id.clone()).collect();
-            let stored = provenance::existing_event_ids(&mut tx, &ids).await.context("cannot read provenance")?;
+            let stored =
+                provenance::existing_event_ids(&mut tx, &batch.rows).await.context("cannot read provenance")?;
             tx.commit().await.context("cannot read provenance")?;
-            for id in ids {
+            for id in batch.rows.iter().map(|r| r.event_id.clone()) {
                 if stored.contains(&id) || !seen.insert(id) {
                     counts.duplicates += 1;
                 } else {

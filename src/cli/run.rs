@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::relay::Relay;
 use crate::reports::{self, CanarySettings};
+use crate::storage::StorageSettings;
 use crate::store::{self, DatabaseConfig};
 use crate::timers;
 
@@ -47,6 +48,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pipeline: PipelineSettings,
     #[command(flatten)]
+    storage: StorageSettings,
+    #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
     database: DatabaseConfig,
@@ -63,6 +66,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = BreakerConfig::from_env(crate::config::layers().vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
+    args.storage.validate().map_err(anyhow::Error::msg).context("invalid storage settings")?;
     // Both URLs are checked before anything connects, so a bad one is refused by name at once.
     let leader_options = args.database.leader_options()?;
     let start = async {
@@ -180,6 +184,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         tracing::info!("The daily canary is off (COSTSIM_CANARY_ENABLED=false); POST /costsim/canary/run still works.");
     }
+    let (p, settings) = (pool.clone(), args.storage.clone());
+    spawn_leader_job(&mut tasks, leader(LeaderLock::StorageMaintenance), "storage maintenance", move |job| {
+        crate::storage::run_maintenance(p.clone(), settings.clone(), job)
+    });
     spawn_leader_job(&mut tasks, leader(LeaderLock::Timers), "recovery timers", move |job| {
         timers::run(pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone(), job)
     });

@@ -28,5 +28,6 @@ mod relay;
 mod reports;
 mod runtime_role;
 mod secure_kafka;
+mod storage;
 mod timers;
 mod view;

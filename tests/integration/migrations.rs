@@ -6,7 +6,8 @@ use sqlx::PgPool;
 async fn migrations_create_every_table_and_seed_the_breaker(pool: PgPool) {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
-         AND table_name LIKE 'costsim_%' ORDER BY 1",
+         AND table_name LIKE 'costsim_%' \
+         AND table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition) ORDER BY 1",
     )
     .fetch_all(&pool)
     .await

@@ -26,8 +26,7 @@ pub(super) struct Check {
 impl Check {
     /// Compares one batch of input rows with what is stored.
     pub(super) async fn batch(&mut self, conn: &mut PgConnection, rows: &[ProvenanceRow]) -> Result<(), sqlx::Error> {
-        let ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
-        let stored = stats::stored_costs(conn, &ids).await?;
+        let stored = stats::stored_costs(conn, rows).await?;
         for row in rows {
             self.rows += 1;
             match stored.get(&row.event_id) {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
+use super::{Keys, ProvenanceRow, keyed_rows};
+
 /// Rows of one (variant, source) pair.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Totals {
@@ -69,18 +71,19 @@ pub async fn drift(conn: &mut PgConnection) -> Result<DriftStats, sqlx::Error> {
     .await
 }
 
-/// The stored costs of each of `event_ids` that is stored.
+/// The stored costs of each of `rows` that is stored, looked up by its key (`occurred_at`, `event_id`).
 pub async fn stored_costs(
     conn: &mut PgConnection,
-    event_ids: &[String],
+    rows: &[ProvenanceRow],
 ) -> Result<HashMap<String, StoredCosts>, sqlx::Error> {
-    let rows: Vec<(String, bool, bool)> = sqlx::query_as(
-        "SELECT event_id, v1_cost IS NOT NULL, v2_cost IS NOT NULL FROM costsim_provenance \
-         WHERE event_id = ANY($1::text[])",
-    )
-    .persistent(false)
-    .bind(event_ids)
-    .fetch_all(conn)
-    .await?;
+    let keys = Keys::of(rows);
+    let rows: Vec<(String, bool, bool)> =
+        sqlx::query_as(keyed_rows!("p.event_id, p.v1_cost IS NOT NULL, p.v2_cost IS NOT NULL"))
+            .persistent(false)
+            .bind(&keys.occurred_at)
+            .bind(&keys.event_id)
+            .bind(&keys.untimed)
+            .fetch_all(conn)
+            .await?;
     Ok(rows.into_iter().map(|(id, v1, v2)| (id, StoredCosts { v1, v2 })).collect())
 }

@@ -9,6 +9,7 @@ mod config;
 mod migrate;
 mod produce;
 mod run;
+mod schema;
 mod topic_range;
 mod watch;
 
@@ -58,6 +59,9 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the processor: consume simulation results, decide, and record every effect transactionally.
     Run(run::RunArgs),
+    /// Avro schemas as the specification defines them: `fingerprint` and `canonical` of a file, `check` a writer
+    /// against the reader.
+    Schema(schema::SchemaCommandArgs),
     /// Follow the breaker-state topic and print one line per state change.
     Watch(watch::WatchArgs),
 }
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Schema(args) => schema::run(args),
         Command::Migrate(args) => migrate::run(args).await,
     }
 }

@@ -104,6 +104,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Readiness, set not ready while a dependency fails.
     pub health: crate::http::Health,
+    /// The writer schemas records may come with.
+    pub writers: crate::codec::WriterSchemas,
 }
 
 /// What the consumer's context shares with the processing loop.

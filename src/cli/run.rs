@@ -49,6 +49,8 @@ pub struct RunArgs {
     #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
+    schemas: super::schema::SchemaArgs,
+    #[command(flatten)]
     database: DatabaseConfig,
 }
 
@@ -60,6 +62,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGTERM handler")?;
     // Refused before anything starts: with nowhere to send alerts, trips would go unnoticed.
     let delivery = args.alerts.delivery().context("invalid alert settings")?;
+    // Loaded and checked against the reader before anything connects, so a bad schema file stops start-up by name.
+    let writers = args.schemas.writers()?;
     let engine = BreakerConfig::from_env(crate::config::layers().vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
@@ -149,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         apply: apply.clone(),
         metrics: metrics.clone(),
         health,
+        writers,
     };
 
     let cancel = CancellationToken::new();

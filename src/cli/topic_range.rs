@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::codec::decode_simulation_result;
+use crate::codec::WriterSchemas;
 use crate::event::SimulationResult;
 use crate::kafka::KafkaConfig;
 
@@ -87,6 +87,8 @@ pub(super) struct TopicRange {
     /// Undecodable records and read errors, passed on as soon as they are met.
     rejected: VecDeque<Rejected>,
     failed: bool,
+    /// The writer schemas records may come with.
+    writers: WriterSchemas,
 }
 
 impl TopicRange {
@@ -100,6 +102,7 @@ impl TopicRange {
     /// start.
     pub(super) fn open(
         kafka: &KafkaConfig,
+        writers: WriterSchemas,
         topic: &str,
         only: Option<&[i32]>,
         from: Option<Position>,
@@ -142,6 +145,7 @@ impl TopicRange {
             heads: BinaryHeap::new(),
             rejected: VecDeque::new(),
             failed: false,
+            writers,
         };
         for index in 0..range.readers.len() {
             range.refill(index);
@@ -151,7 +155,7 @@ impl TopicRange {
 
     /// Reads partition `index` up to its next decodable event (queueing rejections on the way).
     fn refill(&mut self, index: usize) {
-        let TopicRange { topic, readers, heads, events, rejected, failed } = self;
+        let TopicRange { topic, readers, heads, events, rejected, failed, writers } = self;
         let reader = &mut readers[index];
         while reader.next < reader.end {
             let error = match reader.consumer.poll(BROKER_TIMEOUT) {
@@ -173,7 +177,7 @@ impl TopicRange {
             if offset >= reader.end {
                 return;
             }
-            match decode_simulation_result(message.payload().unwrap_or_default()) {
+            match writers.decode(message.payload().unwrap_or_default()).map(|d| d.event) {
                 Ok(event) => {
                     heads.push(Reverse((event.occurred_at, reader.partition, offset, index)));
                     events[index] = Some(Located { event, partition: reader.partition, offset });

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 
 use super::flow::Batch;
 use super::{Pipeline, gaps};
-use crate::codec::decode_simulation_result;
+use crate::codec::WriterKind;
 use crate::drift::{Observation, Verdict};
 use crate::event::SimulationResult;
 use crate::kafka::ConfirmedSender;
@@ -112,7 +112,11 @@ impl<'p> Batcher<'p> {
         let mut origins = Vec::with_capacity(fresh.len());
         let mut dead = Vec::new();
         for message in &fresh {
-            match decode_simulation_result(message.payload().unwrap_or_default()) {
+            let decoded = p.writers.decode(message.payload().unwrap_or_default());
+            if decoded.as_ref().is_ok_and(|d| d.writer == WriterKind::LegacyFingerprint) {
+                p.metrics.legacy_fingerprint_records_total.inc();
+            }
+            match decoded.map(|d| d.event) {
                 Ok(event) if event.occurred_at > latest_allowed => dead.push(DeadLetter {
                     message,
                     class: "future_event",

@@ -1,0 +1,222 @@
+//! The writer schemas a reader of simulation results knows, by fingerprint: the reader's own (read by the direct
+//! decoder, under the specification's fingerprint and under the one apache-avro 0.22 used to write), and evolved
+//! writers from the repository's `schemas/` and a directory of the operator's, each checked against the reader
+//! once, when it is added. Records of an evolved writer are read with apache-avro and resolved to the reader.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+
+use super::canonical::ParsedSchema;
+use super::resolve::{Incompatibility, incompatibilities};
+use super::{LEGACY_SIMULATION_RESULT_FINGERPRINT, SchemaKind};
+use crate::codec::DecodeError;
+use crate::event::SimulationResult;
+
+/// The `.avsc` files of the repository's `schemas/` that are writers of simulation results, compiled in.
+const BUILTIN_WRITERS: &[(&str, &str)] =
+    &[("schemas/simulation_result.avsc", include_str!("../../../schemas/simulation_result.avsc"))];
+
+/// Which writer a decoded record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterKind {
+    /// The reader's own schema under the specification's fingerprint.
+    Current,
+    /// The reader's own schema under apache-avro 0.22's fingerprint, as this processor wrote before it followed
+    /// the specification (read during the transition, and counted).
+    LegacyFingerprint,
+    /// Another writer schema, resolved to the reader's.
+    Evolved,
+}
+
+/// A simulation result and the writer it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The event, valid.
+    pub event: SimulationResult,
+    /// Which writer wrote it.
+    pub writer: WriterKind,
+}
+
+/// What a writer schema added to the catalogue turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    /// Where it came from (a file, a registry id).
+    pub origin: String,
+    /// Its CRC-64-AVRO fingerprint.
+    pub fingerprint: u64,
+    /// Its incompatibilities with the reader (none, or only per-record ones, when it is usable).
+    pub incompatibilities: Vec<Incompatibility>,
+}
+
+impl Added {
+    /// Whether any record of it can be read.
+    pub fn resolvable(&self) -> bool {
+        self.incompatibilities.iter().all(|i| i.per_record)
+    }
+}
+
+/// Why a writer schema could not be added at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterSchemaError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is not an Avro schema.
+    #[error("{origin} is not an Avro schema: {detail}")]
+    Invalid {
+        /// Where it came from.
+        origin: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A known writer other than the reader's own schema.
+enum Writer {
+    /// Resolvable: records are read with it, then resolved to the reader.
+    Evolved { origin: String, reader: GenericDatumReader<'static> },
+    /// Not resolvable: every record of it is dead-lettered with the reason.
+    Incompatible { origin: String, reason: String },
+}
+
+/// The writer schemas of simulation results, by fingerprint. Cheap to share; adding takes a short write lock.
+#[derive(Clone, Default)]
+pub struct WriterSchemas {
+    // A std lock: held only to look up or insert, never across an await.
+    writers: Arc<RwLock<HashMap<u64, Arc<Writer>>>>,
+}
+
+impl std::fmt::Debug for WriterSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.writers.read().map(|w| w.len()).unwrap_or_default();
+        f.debug_struct("WriterSchemas").field("evolved_or_incompatible", &count).finish()
+    }
+}
+
+impl WriterSchemas {
+    /// The reader's own schema and the writers of the repository's `schemas/`.
+    pub fn builtin() -> Self {
+        let writers = WriterSchemas::default();
+        for (origin, text) in BUILTIN_WRITERS {
+            writers.add(origin, text).expect("the schemas of the repository parse");
+        }
+        writers
+    }
+
+    /// [`Self::builtin`] plus every `*.avsc` file of `dir` (if given), in name order.
+    pub fn load(dir: Option<&Path>) -> Result<(Self, Vec<Added>), WriterSchemaError> {
+        let writers = Self::builtin();
+        let mut added = Vec::new();
+        let Some(dir) = dir else { return Ok((writers, added)) };
+        let io = |source| WriterSchemaError::Io { path: dir.to_owned(), source };
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
+        files.retain(|p| p.extension().is_some_and(|e| e == "avsc"));
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| WriterSchemaError::Io { path: path.clone(), source })?;
+            added.push(writers.add(&path.display().to_string(), &text)?);
+        }
+        Ok((writers, added))
+    }
+
+    /// Checks a writer schema against the reader and adds it under its fingerprint (the first of a fingerprint
+    /// stays: equal fingerprints are equal schemas).
+    pub fn add(&self, origin: &str, text: &str) -> Result<Added, WriterSchemaError> {
+        let invalid = |detail: String| WriterSchemaError::Invalid { origin: origin.to_owned(), detail };
+        let parsed = ParsedSchema::parse(text).map_err(|e| invalid(e.to_string()))?;
+        let fingerprint = parsed.fingerprint();
+        let found = incompatibilities(&parsed, reader_schema());
+        let added = Added { origin: origin.to_owned(), fingerprint, incompatibilities: found };
+        if fingerprint == SchemaKind::SimulationResult.fingerprint() || self.get(fingerprint).is_some() {
+            return Ok(added);
+        }
+        let writer = if added.resolvable() {
+            let schema = Schema::parse_str(text).map_err(|e| invalid(e.to_string()))?;
+            // Leaked so the reader can borrow it for the life of the process: writer schemas are few, each added
+            // once.
+            let schema: &'static Schema = Box::leak(Box::new(schema));
+            // Without a reader schema: resolution is a step of its own, so its failures are told from bad bytes.
+            let reader = GenericDatumReader::builder(schema).build().map_err(|e| invalid(e.to_string()))?;
+            Writer::Evolved { origin: origin.to_owned(), reader }
+        } else {
+            let reason = added.incompatibilities.iter().filter(|i| !i.per_record).map(ToString::to_string);
+            Writer::Incompatible { origin: origin.to_owned(), reason: reason.collect::<Vec<_>>().join("; ") }
+        };
+        self.writers.write().expect("writer lock").insert(fingerprint, Arc::new(writer));
+        Ok(added)
+    }
+
+    fn get(&self, fingerprint: u64) -> Option<Arc<Writer>> {
+        self.writers.read().expect("writer lock").get(&fingerprint).cloned()
+    }
+
+    /// Whether a fingerprint names a writer this catalogue knows.
+    pub fn knows(&self, fingerprint: u64) -> bool {
+        fingerprint == SchemaKind::SimulationResult.fingerprint()
+            || fingerprint == LEGACY_SIMULATION_RESULT_FINGERPRINT
+            || self.get(fingerprint).is_some()
+    }
+
+    /// Decodes and validates a single-object simulation result written with any known writer.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let kind = SchemaKind::SimulationResult;
+        let (fingerprint, body) = super::split_header(kind, bytes)?;
+        self.decode_body(fingerprint, body, bytes.len())
+    }
+
+    /// Decodes the body of a record whose writer has `fingerprint`; `len` is the whole record's length.
+    pub(crate) fn decode_body(&self, fingerprint: u64, body: &[u8], len: usize) -> Result<Decoded, DecodeError> {
+        let kind = SchemaKind::SimulationResult;
+        let direct = |writer| {
+            let event = super::body::simulation_result(body, len)?;
+            event.validate()?;
+            Ok(Decoded { event, writer })
+        };
+        if fingerprint == kind.fingerprint() {
+            return direct(WriterKind::Current);
+        }
+        if fingerprint == LEGACY_SIMULATION_RESULT_FINGERPRINT {
+            return direct(WriterKind::LegacyFingerprint);
+        }
+        match self.get(fingerprint).as_deref() {
+            Some(Writer::Evolved { origin, reader }) => {
+                let value = super::read_body(kind, reader, body, len)?;
+                let value = value.resolve(kind.schema()).map_err(|e| DecodeError::IncompatibleSchema {
+                    fingerprint,
+                    origin: origin.clone(),
+                    reason: e.to_string(),
+                })?;
+                let event = super::simulation_result_from_value(value)?;
+                event.validate()?;
+                Ok(Decoded { event, writer: WriterKind::Evolved })
+            }
+            Some(Writer::Incompatible { origin, reason }) => {
+                Err(DecodeError::IncompatibleSchema { fingerprint, origin: origin.clone(), reason: reason.clone() })
+            }
+            None => Err(DecodeError::UnknownFingerprint {
+                fingerprint,
+                expected: kind,
+                expected_fingerprint: kind.fingerprint(),
+            }),
+        }
+    }
+}
+
+/// The reader schema, parsed by our own parser (for the resolution checks).
+fn reader_schema() -> &'static ParsedSchema {
+    static READER: std::sync::LazyLock<ParsedSchema> = std::sync::LazyLock::new(|| {
+        ParsedSchema::parse(include_str!("../../../schemas/simulation_result.avsc")).expect("the reader schema parses")
+    });
+    &READER
+}

@@ -375,3 +375,67 @@ async fn state_events_are_decoded_by_fastavro_with_the_header_it_computes(pool: 
     assert_eq!((changes[0]["from_state"].as_str(), changes[0]["to_state"].as_str()), (Some("closed"), Some("open")));
     assert_eq!(summary[0], json!({"caught_up": true, "disabled": {"costsim_v2": true}}));
 }
+
+/// Starts `run` with JSON logs and returns it with the address of its `/metrics` listener, read from its log.
+async fn run_with_metrics(kafka: &KafkaConfig, pool: &PgPool) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command(kafka)
+        .arg("run")
+        .envs(crate::helpers::database_env(pool))
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env("COSTSIM_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Reading to the end keeps the child from blocking on a full pipe.
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
+            if log["fields"]["message"] == "Serving /metrics and /health." {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(log["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = tokio::time::timeout(crate::helpers::DEADLINE, rx).await.expect("the listener is logged").unwrap();
+    (child, addr.parse().expect("a socket address"))
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+    line[name.len() + 1..].trim().parse().unwrap()
+}
+
+#[sqlx::test]
+async fn records_with_the_old_fingerprint_are_still_stored_and_counted(pool: PgPool) {
+    use costsim_breaker::codec::{LEGACY_SIMULATION_RESULT_FINGERPRINT, encode_simulation_result};
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let events = spike(40, 100.0, 24);
+    let producer = kafka.producer().unwrap();
+    let mut sender = ConfirmedSender::new(&producer);
+    for (i, e) in events.iter().enumerate() {
+        let mut bytes = encode_simulation_result(e);
+        if i % 2 == 0 {
+            bytes[2..10].copy_from_slice(&LEGACY_SIMULATION_RESULT_FINGERPRINT.to_le_bytes());
+        }
+        sender.send(&kafka.results_topic, e.tenant_id.as_bytes(), &bytes).await.unwrap();
+    }
+    assert_eq!(sender.finish().await.0.failed, 0);
+    let (_run, addr) = run_with_metrics(&kafka, &pool).await;
+    assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 40).await, 40);
+    assert_eq!(metric(addr, "costsim_legacy_fingerprint_records_total").await, 20.0);
+}

@@ -13,7 +13,7 @@ mod legacy;
 
 pub use avro::canonical::{ParsedSchema, SchemaError, crc64_avro};
 pub use avro::resolve::{Incompatibility, incompatibilities};
-pub use avro::writers::{Added, Decoded, WriterKind, WriterSchemaError, WriterSchemas};
+pub use avro::writers::{Added, Decoded, WriterKind, WriterSchemaError, WriterSchemas, confluent_id};
 pub use avro::{
     BREAKER_STATE_CHANGED_SCHEMA, LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT, LEGACY_SIMULATION_RESULT_FINGERPRINT,
     SIMULATION_RESULT_SCHEMA, SchemaKind, decode_breaker_state_changed, decode_simulation_result,
@@ -56,6 +56,14 @@ pub enum DecodeError {
         /// Where the writer schema came from.
         origin: String,
         /// Each incompatibility, or the resolution error of this record.
+        reason: String,
+    },
+    /// A record in Confluent's wire format whose schema id gave no usable schema.
+    #[error("Confluent-framed record with schema id {id}: {reason}")]
+    UnknownSchemaId {
+        /// The schema id.
+        id: u32,
+        /// Why there is no schema.
         reason: String,
     },
     /// The record ends before the header or the body is complete.
@@ -108,6 +116,7 @@ impl DecodeError {
             DecodeError::WrongMagic { .. } => "wrong_magic",
             DecodeError::UnknownFingerprint { .. } => "unknown_fingerprint",
             DecodeError::IncompatibleSchema { .. } => "incompatible_schema",
+            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
             DecodeError::Malformed { .. } => "malformed",

@@ -106,6 +106,8 @@ pub struct Pipeline {
     pub health: crate::http::Health,
     /// The writer schemas records may come with.
     pub writers: crate::codec::WriterSchemas,
+    /// The registry of Confluent-framed records' schemas, if one is configured.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 /// What the consumer's context shares with the processing loop.
@@ -310,6 +312,9 @@ impl Pipeline {
                         }
                         BatchError::DeadLetter { topic, .. } => {
                             (Dependency::Kafka, format!("cannot write the dead-letter topic {topic}"))
+                        }
+                        BatchError::Registry(_) => {
+                            (Dependency::SchemaRegistry, "cannot fetch a writer schema from the registry".to_owned())
                         }
                     };
                     self.health.set_not_ready(dependency, reason);

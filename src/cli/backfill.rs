@@ -183,7 +183,7 @@ fn source(args: &BackfillArgs) -> anyhow::Result<Option<Source>> {
     Ok(match (&args.topic, &args.file, &args.dir) {
         (Some(topic), _, _) => Some(Source::Topic {
             kafka: Box::new(args.kafka.clone()),
-            writers: args.schemas.writers()?,
+            writers: Box::new((args.schemas.writers()?, args.schemas.registry()?)),
             topic: topic.clone(),
             partitions: args.partitions.clone(),
             from: position(args.from_offset, args.from_time),

@@ -64,8 +64,14 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 replay(json_lines(BufReader::new(file), &name), config, args.json, &mut out, &mut std::io::stderr())?
             }
             (None, Some(topic)) => {
-                let range =
-                    topic::TopicRange::open(&args.kafka, args.schemas.writers()?, topic, None, args.from, args.to)?;
+                let range = topic::TopicRange::open(
+                    &args.kafka,
+                    (args.schemas.writers()?, args.schemas.registry()?),
+                    topic,
+                    None,
+                    args.from,
+                    args.to,
+                )?;
                 replay(
                     range.map(|r| r.map(|located| located.event)),
                     config,

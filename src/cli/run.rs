@@ -64,6 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let delivery = args.alerts.delivery().context("invalid alert settings")?;
     // Loaded and checked against the reader before anything connects, so a bad schema file stops start-up by name.
     let writers = args.schemas.writers()?;
+    let registry = args.schemas.registry()?;
     let engine = BreakerConfig::from_env(crate::config::layers().vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
@@ -154,6 +155,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         health,
         writers,
+        registry,
     };
 
     let cancel = CancellationToken::new();

@@ -16,9 +16,16 @@ pub struct SchemaArgs {
     /// kept too, so its records are dead-lettered as `incompatible_schema` with the reason).
     #[arg(long = "schema-dir", env = "COSTSIM_SCHEMA_DIR", value_name = "DIR")]
     pub schema_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryConfig,
 }
 
 impl SchemaArgs {
+    /// The registry client, if one is configured.
+    pub fn registry(&self) -> anyhow::Result<Option<crate::registry::Registry>> {
+        Ok(self.registry.client()?)
+    }
+
     /// The writer schemas, each checked against the reader once; says in the log what each turned out to be.
     pub fn writers(&self) -> anyhow::Result<WriterSchemas> {
         let (writers, added) = WriterSchemas::load(self.schema_dir.as_deref())

@@ -39,6 +39,8 @@ pub enum Dependency {
     Postgres,
     /// The Kafka broker.
     Kafka,
+    /// The schema registry (only when Confluent-framed records arrive).
+    SchemaRegistry,
 }
 
 impl Dependency {
@@ -50,6 +52,7 @@ impl Dependency {
         match self {
             Dependency::Postgres => "postgres",
             Dependency::Kafka => "kafka",
+            Dependency::SchemaRegistry => "schema_registry",
         }
     }
 }

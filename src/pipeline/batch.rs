@@ -38,6 +38,9 @@ pub enum BatchError {
         /// What failed.
         message: String,
     },
+    /// The schema registry could not be reached for the writer schema of a Confluent-framed record.
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The dead-letter topic could not be written.
     #[error("dead-letter topic {topic}: {message}")]
     DeadLetter {
@@ -92,6 +95,12 @@ impl<'p> Batcher<'p> {
         let (Some(first), Some(vouched_from)) = (records.first(), batch.vouched_from()) else {
             return Ok(Outcome::AlreadyDone);
         };
+        if let Some(registry) = &p.registry {
+            // Before the transaction, so a slow registry holds no lock; each id is fetched once per process.
+            let ids: Vec<u32> =
+                records.iter().filter_map(|m| crate::codec::confluent_id(m.payload().unwrap_or_default())).collect();
+            registry.fetch_missing(&p.writers, ids).await?;
+        }
         let mut tx = p.pool.begin().await?;
         let position = offsets::lock(&mut tx, group, topic, partition, first.offset()).await?;
         let fresh: Vec<&OwnedMessage> = records.iter().filter(|m| m.offset() >= position.next_offset).collect();

@@ -439,3 +439,76 @@ async fn records_with_the_old_fingerprint_are_still_stored_and_counted(pool: PgP
     assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 40).await, 40);
     assert_eq!(metric(addr, "costsim_legacy_fingerprint_records_total").await, 20.0);
 }
+
+/// The registry stand-in of `tests/python/registry_stand_in.py` (a minimal Confluent-compatible Schema Registry
+/// written for these tests, not a real registry), with basic auth; killed when dropped.
+struct RegistryStandIn {
+    _child: tokio::process::Child,
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RegistryStandIn {
+    async fn start(user_info: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(python())
+            .arg(repo("tests/python/registry_stand_in.py"))
+            .arg(user_info)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = tokio::time::timeout(crate::helpers::DEADLINE, lines.next_line())
+            .await
+            .expect("the stand-in prints its port")
+            .unwrap()
+            .expect("a port line");
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = requests.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        RegistryStandIn { _child: child, url: format!("http://127.0.0.1:{}", port.trim()), requests }
+    }
+}
+
+#[sqlx::test]
+async fn confluent_framed_records_from_confluents_serializer_are_stored_through_the_registry(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let registry = RegistryStandIn::start("costsim:s3cret").await;
+    let events = spike(60, 100.0, 25);
+    let confluent = ["--framing", "confluent", "--registry", &registry.url, "--registry-auth", "costsim:s3cret"];
+    let evolved = write_temp(&evolved_writer());
+    python_produce(&kafka, &evolved.0, &confluent, &evolved_records(&events[..30])).await;
+    let reader = repo("schemas/simulation_result.avsc");
+    python_produce(&kafka, &reader, &confluent, &lines(events[30..].iter().map(fastavro_record))).await;
+    // An id the registry never gave out.
+    let producer = kafka.producer().unwrap();
+    let mut sender = ConfirmedSender::new(&producer);
+    sender.send(&kafka.results_topic, b"tenant-x", &[0, 0, 0, 3, 231, 2, 4]).await.unwrap();
+    sender.finish().await;
+
+    let mut run = command(&kafka);
+    run.arg("run")
+        .envs(crate::helpers::database_env(&pool))
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env("COSTSIM_SCHEMA_REGISTRY_URL", &registry.url)
+        .env("COSTSIM_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "costsim:s3cret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _run = run.spawn().unwrap();
+    assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 60).await, 60);
+    let dead = read_records(&kafka, &kafka.dlq_topic, 1).await;
+    assert_eq!(header_of(&dead[0], "costsim.error.class").as_deref(), Some("unknown_schema_id"));
+    assert!(header_of(&dead[0], "costsim.error.message").unwrap().contains("999"));
+    let requests = registry.requests.lock().unwrap().clone();
+    // Each id is fetched until it is cached: at most once per partition whose first batches race for it.
+    for id in [1, 2] {
+        let fetches = requests.iter().filter(|r| **r == format!("GET /schemas/ids/{id}")).count();
+        assert!((1..=kafka.results_partitions as usize).contains(&fetches), "id {id}: {requests:?}");
+    }
+}

@@ -88,17 +88,36 @@ enum Writer {
     Incompatible { origin: String, reason: String },
 }
 
-/// The writer schemas of simulation results, by fingerprint. Cheap to share; adding takes a short write lock.
+/// What a Confluent schema id stands for.
+#[derive(Debug, Clone)]
+enum Registered {
+    /// The writer of this fingerprint.
+    Fingerprint(u64),
+    /// Nothing usable: why.
+    Rejected(String),
+}
+
+/// The writer schemas of simulation results, by fingerprint (and by registry id for Confluent-framed records).
+/// Cheap to share; adding takes a short write lock.
 #[derive(Clone, Default)]
 pub struct WriterSchemas {
     // A std lock: held only to look up or insert, never across an await.
     writers: Arc<RwLock<HashMap<u64, Arc<Writer>>>>,
+    ids: Arc<RwLock<HashMap<u32, Registered>>>,
 }
 
 impl std::fmt::Debug for WriterSchemas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let count = self.writers.read().map(|w| w.len()).unwrap_or_default();
         f.debug_struct("WriterSchemas").field("evolved_or_incompatible", &count).finish()
+    }
+}
+
+/// The schema id of a record in Confluent's wire format (byte 0, then the id, big-endian), if it is one.
+pub fn confluent_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
     }
 }
 
@@ -161,6 +180,23 @@ impl WriterSchemas {
         self.writers.read().expect("writer lock").get(&fingerprint).cloned()
     }
 
+    /// Adds the schema a registry serves under `id`.
+    pub fn add_registered(&self, id: u32, text: &str) -> Result<Added, WriterSchemaError> {
+        let added = self.add(&format!("schema registry id {id}"), text)?;
+        self.ids.write().expect("id lock").insert(id, Registered::Fingerprint(added.fingerprint));
+        Ok(added)
+    }
+
+    /// Remembers that the registry's schema of `id` is unusable, so its records are dead-lettered with why.
+    pub fn reject_id(&self, id: u32, reason: String) {
+        self.ids.write().expect("id lock").insert(id, Registered::Rejected(reason));
+    }
+
+    /// Whether a registry id has been looked up already.
+    pub fn knows_id(&self, id: u32) -> bool {
+        self.ids.read().expect("id lock").contains_key(&id)
+    }
+
     /// Whether a fingerprint names a writer this catalogue knows.
     pub fn knows(&self, fingerprint: u64) -> bool {
         fingerprint == SchemaKind::SimulationResult.fingerprint()
@@ -168,9 +204,23 @@ impl WriterSchemas {
             || self.get(fingerprint).is_some()
     }
 
-    /// Decodes and validates a single-object simulation result written with any known writer.
+    /// Decodes and validates a simulation result written with any known writer, single-object encoded or in
+    /// Confluent's wire format (whose id must have been fetched, see `Registry::fetch_missing`).
     pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let kind = SchemaKind::SimulationResult;
+        if let Some(id) = confluent_id(bytes) {
+            let registered = self.ids.read().expect("id lock").get(&id).cloned();
+            return match registered {
+                Some(Registered::Fingerprint(fingerprint)) => self.decode_body(fingerprint, &bytes[5..], bytes.len()),
+                Some(Registered::Rejected(reason)) => Err(DecodeError::UnknownSchemaId { id, reason }),
+                None => Err(DecodeError::UnknownSchemaId {
+                    id,
+                    reason: "the schema registry has no schema with this id, or none is configured \
+                             (COSTSIM_SCHEMA_REGISTRY_URL)"
+                        .into(),
+                }),
+            };
+        }
         let (fingerprint, body) = super::split_header(kind, bytes)?;
         self.decode_body(fingerprint, body, bytes.len())
     }

@@ -67,6 +67,11 @@ pub enum RegistryError {
     },
 }
 
+/// A subject as one URL path segment.
+fn urlencoding(subject: &str) -> String {
+    url::form_urlencoded::byte_serialize(subject.as_bytes()).collect()
+}
+
 /// A registry client: a base URL, credentials, and a connection pool.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -151,6 +156,31 @@ impl Registry {
             None | Some("AVRO") => Ok(answer.schema),
             Some(other) => Err(RegistryError::Invalid { id, detail: format!("a {other} schema, not Avro") }),
         }
+    }
+
+    /// Registers a schema under a subject (`POST /subjects/{subject}/versions`) and returns its id; registering
+    /// the same schema again returns the same id.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            id: u32,
+        }
+        let path = format!("subjects/{}/versions", urlencoding(subject));
+        let response = self
+            .request(reqwest::Method::POST, &path)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .body(serde_json::json!({ "schema": schema }).to_string())
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.unavailable(format!("registering under {subject}: HTTP {status} {body}")));
+        }
+        let answer: Answer =
+            response.json().await.map_err(|e| self.unavailable(format!("registering under {subject}: {e}")))?;
+        Ok(answer.id)
     }
 
     /// Makes sure every id is in `writers`: fetches the missing ones. An id the registry does not have, or whose

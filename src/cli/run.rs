@@ -50,8 +50,22 @@ pub struct RunArgs {
     kafka: KafkaConfig,
     #[command(flatten)]
     schemas: super::schema::SchemaArgs,
+    /// How state events are framed on the state topic: `single-object` (Avro's single-object encoding) or
+    /// `confluent` (Confluent's wire format, the schema registered under `<state topic>-value`; needs
+    /// COSTSIM_SCHEMA_REGISTRY_URL).
+    #[arg(long, env = "COSTSIM_STATE_FORMAT", value_enum, default_value_t = StateFormat::SingleObject)]
+    state_format: StateFormat,
     #[command(flatten)]
     database: DatabaseConfig,
+}
+
+/// How state events are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StateFormat {
+    /// Avro single-object encoding.
+    SingleObject,
+    /// Confluent's wire format, through the schema registry.
+    Confluent,
 }
 
 /// Runs the processor until a signal, then shuts down within the deadline.
@@ -131,6 +145,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let canary_request =
         args.canary.request(&args.pipeline.breaker, "schedule", None, &apply.instance, &apply.runbook_url);
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
+    let relay = match (args.state_format, &registry) {
+        (StateFormat::SingleObject, _) => relay,
+        (StateFormat::Confluent, Some(registry)) => relay.with_confluent_framing(registry.clone()),
+        (StateFormat::Confluent, None) => {
+            anyhow::bail!("COSTSIM_STATE_FORMAT=confluent needs a schema registry (COSTSIM_SCHEMA_REGISTRY_URL)")
+        }
+    };
     let drainer = match delivery {
         Some(delivery) => {
             tracing::info!(endpoint = %delivery.endpoint,

@@ -189,7 +189,15 @@ fn simulation_result_from_value(value: Value) -> Result<SimulationResult, Decode
 /// Decodes a single-object breaker state change.
 pub fn decode_breaker_state_changed(bytes: &[u8]) -> Result<BreakerStateChanged, DecodeError> {
     let schema = SchemaKind::BreakerStateChanged;
-    let mut f = Fields::new(schema, decode(schema, bytes)?)?;
+    let value = if writers::confluent_id(bytes).is_some() {
+        // Confluent-framed (`COSTSIM_STATE_FORMAT=confluent`): the state topic carries only this schema, so the body
+        // is read with it without asking the registry what the id names.
+        let reader = GenericDatumReader::builder(schema.schema()).build().expect("our schemas resolve");
+        read_body(schema, &reader, &bytes[5..], bytes.len())?
+    } else {
+        decode(schema, bytes)?
+    };
+    let mut f = Fields::new(schema, value)?;
     Ok(BreakerStateChanged {
         event_id: f.string("event_id")?,
         breaker: f.string("breaker")?,

@@ -512,3 +512,47 @@ async fn confluent_framed_records_from_confluents_serializer_are_stored_through_
         assert!((1..=kafka.results_partitions as usize).contains(&fetches), "id {id}: {requests:?}");
     }
 }
+
+#[sqlx::test]
+async fn state_events_in_confluent_framing_are_read_by_confluents_deserializer(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let registry = RegistryStandIn::start("costsim:s3cret").await;
+    crate::pipeline::produce(&kafka, &spike(3000, 150.0, 26)).await;
+    let mut run = command(&kafka);
+    run.arg("run")
+        .envs(crate::helpers::database_env(&pool))
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env("COSTSIM_SCHEMA_REGISTRY_URL", &registry.url)
+        .env("COSTSIM_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "costsim:s3cret")
+        .env("COSTSIM_STATE_FORMAT", "confluent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for s in crate::pipeline::FAST {
+        run.args(["--set", s]);
+    }
+    let _run = run.spawn().unwrap();
+    let published = read_records(&kafka, &kafka.state_topic, 1).await;
+    let value = published[0].payload().unwrap();
+    assert_eq!(value[0], 0, "Confluent's magic byte");
+
+    let script = "import json, sys\n\
+        from confluent_kafka.schema_registry import SchemaRegistryClient\n\
+        from confluent_kafka.schema_registry.avro import AvroDeserializer\n\
+        from confluent_kafka.serialization import MessageField, SerializationContext\n\
+        url, topic, value = sys.argv[1], sys.argv[2], bytes.fromhex(sys.stdin.read().strip())\n\
+        client = SchemaRegistryClient({'url': url, 'basic.auth.user.info': 'costsim:s3cret'})\n\
+        change = AvroDeserializer(client)(value, SerializationContext(topic, MessageField.VALUE))\n\
+        print(json.dumps({k: v for k, v in change.items() if k in ('breaker', 'version', 'from_state', 'to_state')}))\n";
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    let (ok, out, err) = run_python(&["-c", script, &registry.url, &kafka.state_topic], &hex).await;
+    assert!(ok, "AvroDeserializer: {err}");
+    let change: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(change, json!({"breaker": "costsim_v2", "version": 1, "from_state": "closed", "to_state": "open"}));
+    let requests = registry.requests.lock().unwrap().clone();
+    let subject = format!("POST /subjects/{}-value/versions", kafka.state_topic);
+    assert!(requests.iter().any(|r| r.starts_with(&subject)), "{requests:?}");
+    // Our own reader (watch, the breaker view) reads it too.
+    let ours = costsim_breaker::codec::decode_breaker_state_changed(value).unwrap();
+    assert_eq!((ours.version, ours.to_state.as_str()), (1, "open"));
+}

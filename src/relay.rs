@@ -2,8 +2,9 @@
 //!
 //! # Delivery guarantee
 //! Every state change committed by a decision reaches the topic **at least once**, keyed by the breaker's name,
-//! with the Avro single-object encoding of `BreakerStateChanged`, and a breaker's changes appear on the topic in
-//! version order (which is their commit order: versions grow under the breaker row's lock).
+//! with the Avro single-object encoding of `BreakerStateChanged` (or Confluent's wire format, see
+//! [`Relay::with_confluent_framing`]), and a breaker's changes appear on the topic in version order (which is their
+//! commit order: versions grow under the breaker row's lock).
 //!
 //! How: one pass claims unpublished rows in a transaction (`FOR UPDATE SKIP LOCKED`, skipping a breaker's newer
 //! rows while another transaction holds its older ones), sends them one by one with the idempotent producer,

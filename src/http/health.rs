@@ -356,6 +356,19 @@ pub(super) async fn report(probes: &Probes, health: &Health) -> HealthReport {
     };
     checks.insert(Dependency::Postgres.as_str(), check(&postgres, health.report(Dependency::Postgres)));
     checks.insert(Dependency::Kafka.as_str(), check(&kafka, health.report(Dependency::Kafka)));
+    // Not probed (most deployments have no registry): listed only while the pipeline reports it down.
+    if let Some(report) = health.report(Dependency::SchemaRegistry) {
+        checks.insert(
+            Dependency::SchemaRegistry.as_str(),
+            Check {
+                status: "down",
+                required: true,
+                latency_ms: None,
+                reason: Some(format!("the pipeline reports: {}", report.reason)),
+                since: Some(format_rfc3339_millis(&report.since)),
+            },
+        );
+    }
     let ready = checks.values().all(|c| c.status == "up");
     let alertmanager = match probes.alertmanager().await {
         Some(probed) => Check { required: false, ..check(&probed, None) },

@@ -451,6 +451,12 @@ struct RegistryStandIn {
 impl RegistryStandIn {
     async fn start(user_info: &str) -> Self {
         use tokio::io::AsyncBufReadExt;
+        let (ok, _, err) = run_python(&["-c", "import confluent_kafka.schema_registry.avro"], "").await;
+        assert!(
+            ok,
+            "the venv of COSTSIM_TEST_PYTHON lacks confluent-kafka's schemaregistry extra that \
+             tests/python/requirements.txt pins: run scripts/test (scripts/stack up builds the venv anew): {err}"
+        );
         let mut child = tokio::process::Command::new(python())
             .arg(repo("tests/python/registry_stand_in.py"))
             .arg(user_info)

@@ -67,11 +67,6 @@ pub enum RegistryError {
     },
 }
 
-/// A subject as one URL path segment.
-fn urlencoding(subject: &str) -> String {
-    url::form_urlencoded::byte_serialize(subject.as_bytes()).collect()
-}
-
 /// A registry client: a base URL, credentials, and a connection pool.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -113,10 +108,12 @@ impl RegistryConfig {
 }
 
 impl Registry {
-    fn url(&self, path: &str) -> url::Url {
+    /// The base URL with these path segments appended, each percent-encoded as one segment.
+    fn url(&self, segments: &[&str]) -> url::Url {
         let mut url = self.base.clone();
-        let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
-        url.set_path(&joined);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
         url
     }
 
@@ -124,9 +121,9 @@ impl Registry {
         RegistryError::Unavailable { url: self.base.to_string(), detail: detail.to_string() }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
         let request =
-            self.client.request(method, self.url(path)).header("Accept", "application/vnd.schemaregistry.v1+json");
+            self.client.request(method, self.url(segments)).header("Accept", "application/vnd.schemaregistry.v1+json");
         match &self.auth {
             Some((user, password)) => request.basic_auth(user, password.as_ref()),
             None => request,
@@ -142,7 +139,7 @@ impl Registry {
             schema_type: Option<String>,
         }
         let response = self
-            .request(reqwest::Method::GET, &format!("schemas/ids/{id}"))
+            .request(reqwest::Method::GET, &["schemas", "ids", &id.to_string()])
             .send()
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -165,9 +162,8 @@ impl Registry {
         struct Answer {
             id: u32,
         }
-        let path = format!("subjects/{}/versions", urlencoding(subject));
         let response = self
-            .request(reqwest::Method::POST, &path)
+            .request(reqwest::Method::POST, &["subjects", subject, "versions"])
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .body(serde_json::json!({ "schema": schema }).to_string())
             .send()
@@ -207,5 +203,49 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, user_info: Option<&str>) -> RegistryConfig {
+        RegistryConfig {
+            schema_registry_url: Some(url.parse().unwrap()),
+            schema_registry_basic_auth_user_info: user_info.map(str::to_owned),
+            schema_registry_ca_file: None,
+        }
+    }
+
+    #[test]
+    fn no_url_means_no_registry() {
+        assert!(RegistryConfig::default().client().unwrap().is_none());
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_or_the_user_info_and_never_stay_in_the_url() {
+        let registry = config("https://alice:pw@registry.example/base/", None).client().unwrap().unwrap();
+        assert_eq!(registry.auth, Some(("alice".to_owned(), Some("pw".to_owned()))));
+        assert_eq!(registry.url(&["schemas", "ids", "7"]).as_str(), "https://registry.example/base/schemas/ids/7");
+        let registry = config("https://alice:pw@registry.example", Some("bob:s3:cret")).client().unwrap().unwrap();
+        assert_eq!(registry.auth, Some(("bob".to_owned(), Some("s3:cret".to_owned()))));
+        assert!(!registry.unavailable("x").to_string().contains("pw"));
+    }
+
+    #[test]
+    fn user_info_without_a_colon_and_an_unreadable_ca_file_are_refused() {
+        assert!(matches!(config("http://r", Some("bob")).client(), Err(RegistryError::Config(_))));
+        let mut bad_ca = config("http://r", None);
+        bad_ca.schema_registry_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(bad_ca.client(), Err(RegistryError::Config(m)) if m.contains("/nonexistent/ca.pem")));
+    }
+
+    #[test]
+    fn a_subject_is_one_path_segment() {
+        let registry = config("http://registry.example", None).client().unwrap().unwrap();
+        let url = registry.url(&["subjects", "costsim.breaker-state-value", "versions"]);
+        assert_eq!(url.as_str(), "http://registry.example/subjects/costsim.breaker-state-value/versions");
+        assert_eq!(registry.url(&["subjects", "a/b c"]).as_str(), "http://registry.example/subjects/a%2Fb%20c");
     }
 }

@@ -4,6 +4,7 @@
 mod alert_faults;
 mod alerts;
 mod alerts_cli;
+mod avro_confluent;
 mod avro_interop;
 mod backfill;
 mod backtest;

@@ -25,7 +25,8 @@ struct RegistryStandIn {
 }
 
 impl RegistryStandIn {
-    async fn start(user_info: &str) -> Self {
+    /// Starts it; while `down_flag` exists it answers schema look-ups with 503.
+    async fn start(user_info: &str, down_flag: Option<&std::path::Path>) -> Self {
         use tokio::io::AsyncBufReadExt;
         let (ok, _, err) = run_python(&["-c", "import confluent_kafka.schema_registry.avro"], "").await;
         assert!(
@@ -36,6 +37,7 @@ impl RegistryStandIn {
         let mut child = tokio::process::Command::new(python())
             .arg(repo("tests/python/registry_stand_in.py"))
             .arg(user_info)
+            .args(down_flag)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -61,7 +63,7 @@ impl RegistryStandIn {
 async fn confluent_framed_records_from_confluents_serializer_are_stored_through_the_registry(pool: PgPool) {
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
-    let registry = RegistryStandIn::start("costsim:s3cret").await;
+    let registry = RegistryStandIn::start("costsim:s3cret", None).await;
     let events = spike(60, 100.0, 25);
     let confluent = ["--framing", "confluent", "--registry", &registry.url, "--registry-auth", "costsim:s3cret"];
     let evolved = write_temp(&evolved_writer());
@@ -99,7 +101,7 @@ async fn confluent_framed_records_from_confluents_serializer_are_stored_through_
 async fn state_events_in_confluent_framing_are_read_by_confluents_deserializer(pool: PgPool) {
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
-    let registry = RegistryStandIn::start("costsim:s3cret").await;
+    let registry = RegistryStandIn::start("costsim:s3cret", None).await;
     crate::pipeline::produce(&kafka, &spike(3000, 150.0, 26)).await;
     let mut run = command(&kafka);
     run.arg("run")
@@ -137,4 +139,44 @@ async fn state_events_in_confluent_framing_are_read_by_confluents_deserializer(p
     // Our own reader (watch, the breaker view) reads it too.
     let ours = costsim_breaker::codec::decode_breaker_state_changed(value).unwrap();
     assert_eq!((ours.version, ours.to_state.as_str()), (1, "open"));
+}
+
+#[sqlx::test]
+async fn while_the_registry_is_down_no_offset_moves_health_says_why_and_every_record_is_stored_after(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    let down = crate::helpers::TempPath::new(".down");
+    let registry = RegistryStandIn::start("costsim:s3cret", Some(&down.0)).await;
+    let events = spike(40, 100.0, 27);
+    let confluent = ["--framing", "confluent", "--registry", &registry.url, "--registry-auth", "costsim:s3cret"];
+    let evolved = write_temp(&evolved_writer());
+    python_produce(&kafka, &evolved.0, &confluent, &evolved_records(&events)).await;
+    std::fs::write(&down.0, b"").unwrap();
+
+    let env = [
+        ("COSTSIM_SCHEMA_REGISTRY_URL", registry.url.as_str()),
+        ("COSTSIM_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "costsim:s3cret"),
+    ];
+    let (_run, addr) = crate::avro_interop::run_with_metrics(&kafka, &pool, &env).await;
+    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
+    let health = loop {
+        let answer = crate::avro_interop::http_get(addr, "/health").await;
+        if answer.contains("schema_registry") {
+            break answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "health never named the registry: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(health.starts_with("HTTP/1.1 503") && health.contains("not_ready"), "{health}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM costsim_provenance").fetch_one(&pool).await.unwrap();
+    let offsets: Option<i64> = sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM costsim_consumed_offsets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((stored, offsets.unwrap_or(0)), (0, 0), "nothing applied, no offset moved while the registry is down");
+
+    std::fs::remove_file(&down.0).unwrap();
+    assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 40).await, 40);
+    let requests = registry.requests.lock().unwrap().clone();
+    assert!(requests.iter().filter(|r| r.starts_with("GET /schemas/ids/")).count() > 1, "retried: {requests:?}");
 }

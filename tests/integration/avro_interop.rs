@@ -377,10 +377,15 @@ async fn state_events_are_decoded_by_fastavro_with_the_header_it_computes(pool: 
 }
 
 /// Starts `run` with JSON logs and returns it with the address of its `/metrics` listener, read from its log.
-async fn run_with_metrics(kafka: &KafkaConfig, pool: &PgPool) -> (tokio::process::Child, std::net::SocketAddr) {
+pub(crate) async fn run_with_metrics(
+    kafka: &KafkaConfig,
+    pool: &PgPool,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     use tokio::io::AsyncBufReadExt;
     let mut child = command(kafka)
         .arg("run")
+        .envs(env.iter().copied())
         .envs(crate::helpers::database_env(pool))
         .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
         .env("COSTSIM_LOG_FORMAT", "json")
@@ -407,14 +412,20 @@ async fn run_with_metrics(kafka: &KafkaConfig, pool: &PgPool) -> (tokio::process
     (child, addr.parse().expect("a socket address"))
 }
 
-/// The value of an unlabelled metric on `/metrics`.
-async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+/// The whole HTTP/1.1 answer to a GET.
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::AsyncReadExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = http_get(addr, "/metrics").await;
     let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
     line[name.len() + 1..].trim().parse().unwrap()
 }
@@ -435,7 +446,7 @@ async fn records_with_the_old_fingerprint_are_still_stored_and_counted(pool: PgP
         sender.send(&kafka.results_topic, e.tenant_id.as_bytes(), &bytes).await.unwrap();
     }
     assert_eq!(sender.finish().await.0.failed, 0);
-    let (_run, addr) = run_with_metrics(&kafka, &pool).await;
+    let (_run, addr) = run_with_metrics(&kafka, &pool, &[]).await;
     assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_provenance", 40).await, 40);
     assert_eq!(metric(addr, "costsim_legacy_fingerprint_records_total").await, 20.0);
 }

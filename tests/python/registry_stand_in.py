@@ -5,12 +5,14 @@ package registries these tests may use): the endpoints Confluent's Python serial
   POST /subjects/{subject}/versions   register a schema ({"schema": "..."}); the same text gets the same id
   GET  /schemas/ids/{id}              {"schema": "..."} or 404
 
-Every request must carry HTTP basic auth USER:PASSWORD (argv[1]); others get 401. Listens on 127.0.0.1, port 0,
-and prints the port on the first line of stdout; then prints one line per request ("GET /schemas/ids/1").
+Every request must carry HTTP basic auth USER:PASSWORD (argv[1]); others get 401. While the file argv[2] (if
+given) exists, GET /schemas/ids/ answers 503, as a registry that is down would. Listens on 127.0.0.1, port 0, and
+prints the port on the first line of stdout; then prints one line per request ("GET /schemas/ids/1").
 """
 
 import base64
 import json
+import os
 import re
 import sys
 import threading
@@ -41,6 +43,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if not self.authorised():
+            return
+        if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+            self.reply(503, {"error_code": 50301, "message": "down for the test"})
             return
         match = re.fullmatch(r"/schemas/ids/(\d+)(\?.*)?", self.path)
         if match and 0 < int(match.group(1)) <= len(SCHEMAS):

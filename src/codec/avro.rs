@@ -93,6 +93,12 @@ impl std::fmt::Display for SchemaKind {
     }
 }
 
+/// The fingerprint apache-avro 0.22 computes for a schema (its canonical form keeps logical types as objects).
+fn legacy_fingerprint_of(schema: &Schema) -> u64 {
+    let bytes = schema.fingerprint::<apache_avro::rabin::Rabin>().bytes;
+    u64::from_le_bytes(bytes.try_into().expect("a Rabin fingerprint has 8 bytes"))
+}
+
 /// The specification's CRC-64-AVRO fingerprint of a schema given as JSON text (a single-object header carries it
 /// little-endian).
 pub fn fingerprint_of(text: &str) -> Result<u64, canonical::SchemaError> {
@@ -515,6 +521,26 @@ mod tests {
         let mut state = encode_breaker_state_changed(&sample_state_change());
         state[2..HEADER_LEN].copy_from_slice(&LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT.to_le_bytes());
         assert_eq!(decode_breaker_state_changed(&state), Ok(sample_state_change()));
+    }
+
+    #[test]
+    fn an_evolved_writer_is_also_known_by_its_legacy_fingerprint() {
+        let writers = writers::WriterSchemas::builtin();
+        let mut evolved: serde_json::Value = serde_json::from_str(SchemaKind::SimulationResult.text()).unwrap();
+        let extra = serde_json::json!({"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null});
+        evolved["fields"].as_array_mut().unwrap().push(extra);
+        let text = evolved.to_string();
+        let spec = writers.add("test", &text).unwrap().fingerprint;
+        let legacy = legacy_fingerprint_of(&Schema::parse_str(&text).unwrap());
+        assert_ne!(spec, legacy);
+        let body = &encode_simulation_result(&sample_result())[HEADER_LEN..];
+        for (fingerprint, kind) in
+            [(spec, writers::WriterKind::Evolved), (legacy, writers::WriterKind::LegacyFingerprint)]
+        {
+            let bytes = [&MAGIC[..], &fingerprint.to_le_bytes(), body, &[0]].concat();
+            let decoded = writers.decode(&bytes).unwrap();
+            assert_eq!((decoded.event, decoded.writer), (sample_result(), kind));
+        }
     }
 
     #[test]

@@ -25,8 +25,9 @@ const BUILTIN_WRITERS: &[(&str, &str)] =
 pub enum WriterKind {
     /// The reader's own schema under the specification's fingerprint.
     Current,
-    /// The reader's own schema under apache-avro 0.22's fingerprint, as this processor wrote before it followed
-    /// the specification (read during the transition, and counted).
+    /// A known writer (the reader's own schema, or another) under the fingerprint apache-avro 0.22 computes, as
+    /// this processor wrote before it followed the specification and as Apache Avro's Python package still
+    /// computes (read, and counted).
     LegacyFingerprint,
     /// Another writer schema, resolved to the reader's.
     Evolved,
@@ -103,6 +104,8 @@ enum Registered {
 pub struct WriterSchemas {
     // A std lock: held only to look up or insert, never across an await.
     writers: Arc<RwLock<HashMap<u64, Arc<Writer>>>>,
+    /// apache-avro 0.22's fingerprint of a known writer → the specification's.
+    legacy: Arc<RwLock<HashMap<u64, u64>>>,
     ids: Arc<RwLock<HashMap<u32, Registered>>>,
 }
 
@@ -159,6 +162,12 @@ impl WriterSchemas {
         let added = Added { origin: origin.to_owned(), fingerprint, incompatibilities: found };
         if fingerprint == SchemaKind::SimulationResult.fingerprint() || self.get(fingerprint).is_some() {
             return Ok(added);
+        }
+        if let Ok(schema) = Schema::parse_str(text) {
+            let legacy = super::legacy_fingerprint_of(&schema);
+            if legacy != fingerprint {
+                self.legacy.write().expect("legacy lock").insert(legacy, fingerprint);
+            }
         }
         let writer = if added.resolvable() {
             let schema = Schema::parse_str(text).map_err(|e| invalid(e.to_string()))?;
@@ -239,8 +248,24 @@ impl WriterSchemas {
         if fingerprint == LEGACY_SIMULATION_RESULT_FINGERPRINT {
             return direct(WriterKind::LegacyFingerprint);
         }
-        match self.get(fingerprint).as_deref() {
-            Some(Writer::Evolved { origin, reader }) => {
+        let (writer, kind_found) = match self.get(fingerprint) {
+            Some(writer) => (writer, WriterKind::Evolved),
+            None => {
+                let spec = self.legacy.read().expect("legacy lock").get(&fingerprint).copied();
+                match spec.and_then(|spec| self.get(spec)) {
+                    Some(writer) => (writer, WriterKind::LegacyFingerprint),
+                    None => {
+                        return Err(DecodeError::UnknownFingerprint {
+                            fingerprint,
+                            expected: kind,
+                            expected_fingerprint: kind.fingerprint(),
+                        });
+                    }
+                }
+            }
+        };
+        match writer.as_ref() {
+            Writer::Evolved { origin, reader } => {
                 let value = super::read_body(kind, reader, body, len)?;
                 let value = value.resolve(kind.schema()).map_err(|e| DecodeError::IncompatibleSchema {
                     fingerprint,
@@ -249,16 +274,11 @@ impl WriterSchemas {
                 })?;
                 let event = super::simulation_result_from_value(value)?;
                 event.validate()?;
-                Ok(Decoded { event, writer: WriterKind::Evolved })
+                Ok(Decoded { event, writer: kind_found })
             }
-            Some(Writer::Incompatible { origin, reason }) => {
+            Writer::Incompatible { origin, reason } => {
                 Err(DecodeError::IncompatibleSchema { fingerprint, origin: origin.clone(), reason: reason.clone() })
             }
-            None => Err(DecodeError::UnknownFingerprint {
-                fingerprint,
-                expected: kind,
-                expected_fingerprint: kind.fingerprint(),
-            }),
         }
     }
 }

@@ -544,6 +544,24 @@ mod tests {
     }
 
     #[test]
+    fn confluent_framed_records_are_read_through_the_ids_the_registry_gave() {
+        let writers = writers::WriterSchemas::builtin();
+        let body = &encode_simulation_result(&sample_result())[HEADER_LEN..];
+        let framed = |id: u32| [&[0u8][..], &id.to_be_bytes(), body].concat();
+        let err = writers.decode(&framed(7)).unwrap_err();
+        assert_eq!((err.class(), err.to_string().contains("schema id 7")), ("unknown_schema_id", true));
+        writers.add_registered(7, SchemaKind::SimulationResult.text()).unwrap();
+        let decoded = writers.decode(&framed(7)).unwrap();
+        assert_eq!((decoded.event, decoded.writer), (sample_result(), writers::WriterKind::Current));
+        writers.reject_id(8, "a PROTOBUF schema, not Avro".into());
+        let err = writers.decode(&framed(8)).unwrap_err();
+        assert!(err.class() == "unknown_schema_id" && err.to_string().contains("PROTOBUF"), "{err}");
+        assert!(writers.knows_id(8) && !writers.knows_id(9));
+        // A lone 0 or a short record is not Confluent-framed.
+        assert_eq!(writers.decode(&[0, 0, 0]).unwrap_err().class(), "wrong_magic");
+    }
+
+    #[test]
     fn wrong_magic_is_reported_with_the_bytes_found() {
         let err = decode_simulation_result(b"{\"event_id\":1}").unwrap_err();
         assert_eq!(err, DecodeError::WrongMagic { found: "7B 22".into() });

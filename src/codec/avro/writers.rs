@@ -206,13 +206,6 @@ impl WriterSchemas {
         self.ids.read().expect("id lock").contains_key(&id)
     }
 
-    /// Whether a fingerprint names a writer this catalogue knows.
-    pub fn knows(&self, fingerprint: u64) -> bool {
-        fingerprint == SchemaKind::SimulationResult.fingerprint()
-            || fingerprint == LEGACY_SIMULATION_RESULT_FINGERPRINT
-            || self.get(fingerprint).is_some()
-    }
-
     /// Decodes and validates a simulation result written with any known writer, single-object encoded or in
     /// Confluent's wire format (whose id must have been fetched, see `Registry::fetch_missing`).
     pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {

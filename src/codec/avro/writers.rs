@@ -1,7 +1,8 @@
 //! The writer schemas a reader of simulation results knows, by fingerprint: the reader's own (read by the direct
 //! decoder, under the specification's fingerprint and under the one apache-avro 0.22 used to write), and evolved
-//! writers from the repository's `schemas/` and a directory of the operator's, each checked against the reader
-//! once, when it is added. Records of an evolved writer are read with apache-avro and resolved to the reader.
+//! writers from the repository's `schemas/`, a directory of the operator's and a schema registry (by id), each
+//! checked against the reader once, when it is added, and known under apache-avro 0.22's fingerprint of it too.
+//! Records of an evolved writer are read with apache-avro and resolved to the reader.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

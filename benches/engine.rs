@@ -70,6 +70,21 @@ fn decode(c: &mut Criterion) {
     group.bench_function("apache_avro_value", |b| {
         b.iter(|| records.iter().filter(|r| decode_simulation_result_generic(black_box(r)).is_ok()).count())
     });
+    // An evolved writer (one more optional field, last and null): read with apache-avro and resolved to the reader.
+    let mut evolved: serde_json::Value =
+        serde_json::from_str(costsim_breaker::codec::SchemaKind::SimulationResult.text()).unwrap();
+    evolved["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "region", "type": ["null", "string"], "default": null}));
+    let writers = costsim_breaker::codec::WriterSchemas::builtin();
+    let fingerprint = writers.add("bench", &evolved.to_string()).unwrap().fingerprint;
+    let evolved_records: Vec<Vec<u8>> =
+        records.iter().map(|r| [&[0xC3, 0x01][..], &fingerprint.to_le_bytes(), &r[10..], &[0]].concat()).collect();
+    assert!(evolved_records.iter().all(|r| writers.decode(r).is_ok()));
+    group.bench_function("resolved_writer", |b| {
+        b.iter(|| evolved_records.iter().filter(|r| writers.decode(black_box(r)).is_ok()).count())
+    });
     group.finish();
 }
 

@@ -10,6 +10,7 @@ mod dlq;
 mod migrate;
 mod produce;
 mod run;
+mod schema;
 mod storage;
 mod topic_range;
 mod watch;
@@ -65,6 +66,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Keep storage bounded: `maintain` (provenance partitions ahead and expired, outbox retention), `stats`.
     Storage(storage::StorageArgs),
+    /// Avro schemas as the specification defines them: `fingerprint` and `canonical` of a file, `check` a writer
+    /// against the reader.
+    Schema(schema::SchemaCommandArgs),
     /// Follow the breaker-state topic and print one line per state change.
     Watch(watch::WatchArgs),
 }
@@ -82,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Schema(args) => schema::run(args),
         Command::Migrate(args) => migrate::run(args).await,
         Command::Storage(args) => storage::run(args).await,
     }

@@ -1,7 +1,9 @@
 //! Bytes and JSON lines to domain events and back, with one typed error for every kind of bad input.
 //!
-//! On Kafka, records use Avro single-object encoding (`C3 01`, the writer schema's CRC-64-AVRO fingerprint,
-//! then the Avro body), so a reader knows which schema wrote a record without a registry. Files and the CLI use
+//! On Kafka, records use Avro single-object encoding (`C3 01`, the little-endian CRC-64-AVRO fingerprint of the
+//! writer schema's Parsing Canonical Form, both as the specification defines them, then the Avro body), so a reader
+//! knows which schema wrote a record without a registry; writers other than the reader's own are resolved by the
+//! specification's rules ([`WriterSchemas`]). Files and the CLI use
 //! JSON Lines with the same field names and plain values. Backfill files may also hold the older system's
 //! provenance records, which become provenance rows directly.
 
@@ -9,10 +11,13 @@ mod avro;
 mod json;
 mod legacy;
 
+pub use avro::canonical::{ParsedSchema, SchemaError, crc64_avro};
+pub use avro::resolve::{Incompatibility, incompatibilities};
+pub use avro::writers::{Added, Decoded, WriterKind, WriterSchemaError, WriterSchemas, confluent_id};
 pub use avro::{
-    BREAKER_STATE_CHANGED_SCHEMA, SIMULATION_RESULT_SCHEMA, SchemaKind, decode_breaker_state_changed,
-    decode_simulation_result, decode_simulation_result_generic, encode_breaker_state_changed, encode_simulation_result,
-    fingerprint_of,
+    BREAKER_STATE_CHANGED_SCHEMA, LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT, LEGACY_SIMULATION_RESULT_FINGERPRINT,
+    SIMULATION_RESULT_SCHEMA, SchemaKind, decode_breaker_state_changed, decode_simulation_result,
+    decode_simulation_result_generic, encode_breaker_state_changed, encode_simulation_result, fingerprint_of,
 };
 pub use json::{
     JsonLines, LineError, breaker_state_changed_from_json, breaker_state_changed_to_json, simulation_result_from_json,
@@ -42,6 +47,24 @@ pub enum DecodeError {
         expected: SchemaKind,
         /// That schema's fingerprint.
         expected_fingerprint: u64,
+    },
+    /// The writer schema is known but cannot be resolved against the reader's, or this record's data cannot.
+    #[error("writer schema {fingerprint:016x} ({origin}) cannot be read as the reader's: {reason}")]
+    IncompatibleSchema {
+        /// The writer's fingerprint.
+        fingerprint: u64,
+        /// Where the writer schema came from.
+        origin: String,
+        /// Each incompatibility, or the resolution error of this record.
+        reason: String,
+    },
+    /// A record in Confluent's wire format whose schema id gave no usable schema.
+    #[error("Confluent-framed record with schema id {id}: {reason}")]
+    UnknownSchemaId {
+        /// The schema id.
+        id: u32,
+        /// Why there is no schema.
+        reason: String,
     },
     /// The record ends before the header or the body is complete.
     #[error("truncated {schema} record ({len} bytes): {detail}")]
@@ -92,6 +115,8 @@ impl DecodeError {
         match self {
             DecodeError::WrongMagic { .. } => "wrong_magic",
             DecodeError::UnknownFingerprint { .. } => "unknown_fingerprint",
+            DecodeError::IncompatibleSchema { .. } => "incompatible_schema",
+            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
             DecodeError::Malformed { .. } => "malformed",

@@ -38,6 +38,8 @@ pub mod leader;
 pub mod metrics;
 /// The processor: per partition and batch, one transaction for provenance, window, offsets and decisions.
 pub mod pipeline;
+/// A Confluent-compatible Schema Registry: writer schemas of Confluent-framed records, fetched by id and cached.
+pub mod registry;
 /// The state-event relay: the outbox to the compacted state topic, at least once, in version order.
 pub mod relay;
 /// Canary runs against PostgreSQL (on demand and the daily leader job), with their metrics and signal.

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub events_total: IntCounterVec,
     /// Records sent to the dead-letter topic, by error class.
     pub dlq_records_total: IntCounterVec,
+    /// Records read under the fingerprint apache-avro 0.22 gave our schema (written before the processor followed
+    /// the specification); the transition is over when it stops growing.
+    pub legacy_fingerprint_records_total: IntCounter,
     /// Records per committed batch.
     pub batch_size: Histogram,
     /// Time from a batch's first record to its committed transaction.
@@ -205,6 +208,10 @@ impl Metrics {
                 "costsim_dlq_records_total",
                 "Records sent to the dead-letter topic.",
                 &["error_class"],
+            ),
+            legacy_fingerprint_records_total: counter(
+                "costsim_legacy_fingerprint_records_total",
+                "Records read under the pre-specification (apache-avro 0.22) fingerprint of their schema.",
             ),
             batch_size: histogram(
                 "costsim_batch_size_records",

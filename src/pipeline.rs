@@ -117,6 +117,10 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Readiness, set not ready while a dependency fails.
     pub health: crate::http::Health,
+    /// The writer schemas records may come with.
+    pub writers: crate::codec::WriterSchemas,
+    /// The registry of Confluent-framed records' schemas, if one is configured.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 /// What the consumer's context shares with the processing loop.
@@ -335,6 +339,9 @@ impl Pipeline {
                         }
                         BatchError::DeadLetter { topic, .. } => {
                             (Dependency::Kafka, format!("cannot write the dead-letter topic {topic}"))
+                        }
+                        BatchError::Registry(_) => {
+                            (Dependency::SchemaRegistry, "cannot fetch a writer schema from the registry".to_owned())
                         }
                     };
                     self.health.set_not_ready(dependency, reason);

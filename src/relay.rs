@@ -2,8 +2,9 @@
 //!
 //! # Delivery guarantee
 //! Every state change committed by a decision reaches the topic **at least once**, keyed by the breaker's name,
-//! with the Avro single-object encoding of `BreakerStateChanged`, and a breaker's changes appear on the topic in
-//! version order (which is their commit order: versions grow under the breaker row's lock).
+//! with the Avro single-object encoding of `BreakerStateChanged` (or Confluent's wire format, see
+//! [`Relay::with_confluent_framing`]), and a breaker's changes appear on the topic in version order (which is their
+//! commit order: versions grow under the breaker row's lock).
 //!
 //! How: one pass claims unpublished rows in a transaction (`FOR UPDATE SKIP LOCKED`, skipping a breaker's newer
 //! rows while another transaction holds its older ones), sends them one by one with the idempotent producer,
@@ -24,6 +25,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{DecodeError, breaker_state_changed_from_json, encode_breaker_state_changed};
+use crate::registry::{Registry, RegistryError};
 use crate::store::outbox::{self, Unpublished};
 
 /// Rows one pass claims at most; state changes are rare, so a pass normally holds all that wait.
@@ -51,6 +53,9 @@ pub enum RelayError {
     /// PostgreSQL failed or is unreachable.
     #[error("cannot read or mark the state-event outbox: {0}")]
     Database(#[from] sqlx::Error),
+    /// The state schema could not be registered (Confluent framing).
+    #[error("cannot register the state schema: {0}")]
+    Registry(#[from] RegistryError),
     /// An outbox row does not hold a valid state event (a bug in whatever wrote it).
     #[error("outbox row {id} (breaker {breaker}, version {version}) is not a valid state event: {source}")]
     Payload {
@@ -86,13 +91,29 @@ pub struct Relay {
     producer: FutureProducer,
     topic: String,
     batch_size: usize,
+    /// With Confluent framing: the registry and the state schema's id there, registered on the first publish.
+    confluent: Option<std::sync::Arc<Confluent>>,
+}
+
+/// Confluent framing of state events.
+#[derive(Debug)]
+struct Confluent {
+    registry: Registry,
+    id: tokio::sync::OnceCell<u32>,
 }
 
 impl Relay {
     /// A relay from the outbox in `pool` to `topic`, sending with `producer` (use `KafkaConfig::producer`, which
     /// is idempotent).
     pub fn new(pool: PgPool, producer: FutureProducer, topic: impl Into<String>) -> Self {
-        Relay { pool, producer, topic: topic.into(), batch_size: DEFAULT_BATCH_SIZE }
+        Relay { pool, producer, topic: topic.into(), batch_size: DEFAULT_BATCH_SIZE, confluent: None }
+    }
+
+    /// The same relay writing Confluent's wire format (byte 0, the schema id, the body), with
+    /// `BreakerStateChanged` registered under the subject `<state topic>-value`.
+    pub fn with_confluent_framing(self, registry: Registry) -> Self {
+        let confluent = Confluent { registry, id: tokio::sync::OnceCell::new() };
+        Relay { confluent: Some(std::sync::Arc::new(confluent)), ..self }
     }
 
     /// The same relay claiming at most `rows` rows per pass (at least 1).
@@ -130,7 +151,14 @@ impl Relay {
         let change = breaker_state_changed_from_json(&row.payload.to_string()).map_err(|source| {
             RelayError::Payload { id: row.id, breaker: row.breaker.clone(), version: row.version, source }
         })?;
-        let bytes = encode_breaker_state_changed(&change);
+        let mut bytes = encode_breaker_state_changed(&change);
+        if let Some(confluent) = &self.confluent {
+            let subject = format!("{}-value", self.topic);
+            let schema = crate::codec::SchemaKind::BreakerStateChanged.text();
+            let id = *confluent.id.get_or_try_init(|| confluent.registry.register(&subject, schema)).await?;
+            // The same body, behind Confluent's header (byte 0, the schema id) instead of the single-object one.
+            bytes = [&[0u8][..], &id.to_be_bytes(), &bytes[10..]].concat();
+        }
         let record = FutureRecord::to(&self.topic).key(row.breaker.as_bytes()).payload(&bytes);
         self.producer.send(record, QUEUE_TIMEOUT).await.map_err(|(source, _)| RelayError::Delivery {
             topic: self.topic.clone(),

@@ -71,6 +71,8 @@ pub struct BackfillArgs {
     database: DatabaseConfig,
     #[command(flatten)]
     kafka: KafkaConfig,
+    #[command(flatten)]
+    schemas: super::schema::SchemaArgs,
 }
 
 /// What a backfill did.
@@ -181,6 +183,7 @@ fn source(args: &BackfillArgs) -> anyhow::Result<Option<Source>> {
     Ok(match (&args.topic, &args.file, &args.dir) {
         (Some(topic), _, _) => Some(Source::Topic {
             kafka: Box::new(args.kafka.clone()),
+            writers: Box::new((args.schemas.writers()?, args.schemas.registry()?)),
             topic: topic.clone(),
             partitions: args.partitions.clone(),
             from: position(args.from_offset, args.from_time),

@@ -41,6 +41,8 @@ pub struct BacktestArgs {
     json: bool,
     #[command(flatten)]
     kafka: KafkaConfig,
+    #[command(flatten)]
+    schemas: super::schema::SchemaArgs,
 }
 
 /// Runs `backtest`; rejected inputs go to stderr as `place: reason` (`file:line`, `topic/partition@offset`)
@@ -62,7 +64,14 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 replay(json_lines(BufReader::new(file), &name), config, args.json, &mut out, &mut std::io::stderr())?
             }
             (None, Some(topic)) => {
-                let range = topic::TopicRange::open(&args.kafka, topic, None, args.from, args.to)?;
+                let range = topic::TopicRange::open(
+                    &args.kafka,
+                    (args.schemas.writers()?, args.schemas.registry()?),
+                    topic,
+                    None,
+                    args.from,
+                    args.to,
+                )?;
                 replay(
                     range.map(|r| r.map(|located| located.event)),
                     config,

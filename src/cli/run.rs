@@ -52,7 +52,23 @@ pub struct RunArgs {
     #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
+    schemas: super::schema::SchemaArgs,
+    /// How state events are framed on the state topic: `single-object` (Avro's single-object encoding) or
+    /// `confluent` (Confluent's wire format, the schema registered under `<state topic>-value`; needs
+    /// COSTSIM_SCHEMA_REGISTRY_URL).
+    #[arg(long, env = "COSTSIM_STATE_FORMAT", value_enum, default_value_t = StateFormat::SingleObject)]
+    state_format: StateFormat,
+    #[command(flatten)]
     database: DatabaseConfig,
+}
+
+/// How state events are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StateFormat {
+    /// Avro single-object encoding.
+    SingleObject,
+    /// Confluent's wire format, through the schema registry.
+    Confluent,
 }
 
 /// Runs the processor until a signal, then shuts down within the deadline.
@@ -63,6 +79,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot install the SIGTERM handler")?;
     // Refused before anything starts: with nowhere to send alerts, trips would go unnoticed.
     let delivery = args.alerts.delivery().context("invalid alert settings")?;
+    // Loaded and checked against the reader before anything connects, so a bad schema file stops start-up by name.
+    let writers = args.schemas.writers()?;
+    let registry = args.schemas.registry()?;
     let engine = BreakerConfig::from_env(crate::config::layers().vars())
         .and_then(|c| c.with_overrides(args.set.iter().map(String::as_str)))
         .context("invalid breaker settings")?;
@@ -130,6 +149,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let canary_request =
         args.canary.request(&args.pipeline.breaker, "schedule", None, &apply.instance, &apply.runbook_url);
     let relay = Relay::new(pool.clone(), args.kafka.producer()?, args.kafka.state_topic.clone());
+    let relay = match (args.state_format, &registry) {
+        (StateFormat::SingleObject, _) => relay,
+        (StateFormat::Confluent, Some(registry)) => relay.with_confluent_framing(registry.clone()),
+        (StateFormat::Confluent, None) => {
+            anyhow::bail!("COSTSIM_STATE_FORMAT=confluent needs a schema registry (COSTSIM_SCHEMA_REGISTRY_URL)")
+        }
+    };
     let drainer = match delivery {
         Some(delivery) => {
             tracing::info!(endpoint = %delivery.endpoint,
@@ -153,6 +179,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         apply: apply.clone(),
         metrics: metrics.clone(),
         health,
+        writers,
+        registry,
     };
 
     let cancel = CancellationToken::new();

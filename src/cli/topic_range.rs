@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::codec::decode_simulation_result;
+use crate::codec::{WriterSchemas, confluent_id};
 use crate::event::SimulationResult;
 use crate::kafka::KafkaConfig;
+use crate::registry::Registry;
 
 /// How long to wait for the broker on one request or one record before giving up.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +88,10 @@ pub(super) struct TopicRange {
     /// Undecodable records and read errors, passed on as soon as they are met.
     rejected: VecDeque<Rejected>,
     failed: bool,
+    /// The writer schemas records may come with.
+    writers: WriterSchemas,
+    /// Where the schemas of Confluent-framed records come from.
+    registry: Option<Registry>,
 }
 
 impl TopicRange {
@@ -100,6 +105,7 @@ impl TopicRange {
     /// start.
     pub(super) fn open(
         kafka: &KafkaConfig,
+        (writers, registry): (WriterSchemas, Option<Registry>),
         topic: &str,
         only: Option<&[i32]>,
         from: Option<Position>,
@@ -143,6 +149,8 @@ impl TopicRange {
             heads: BinaryHeap::new(),
             rejected: VecDeque::new(),
             failed: false,
+            writers,
+            registry,
         };
         for index in 0..range.readers.len() {
             range.refill(index);
@@ -152,7 +160,7 @@ impl TopicRange {
 
     /// Reads partition `index` up to its next decodable event (queueing rejections on the way).
     fn refill(&mut self, index: usize) {
-        let TopicRange { topic, readers, heads, events, rejected, failed } = self;
+        let TopicRange { topic, readers, heads, events, rejected, failed, writers, registry } = self;
         let reader = &mut readers[index];
         while reader.next < reader.end {
             let error = match reader.consumer.poll(BROKER_TIMEOUT) {
@@ -174,7 +182,23 @@ impl TopicRange {
             if offset >= reader.end {
                 return;
             }
-            match decode_simulation_result(message.payload().unwrap_or_default()) {
+            let payload = message.payload().unwrap_or_default();
+            if let (Some(id), Some(registry)) = (confluent_id(payload), registry.as_ref()) {
+                // Ranges are read on tokio's blocking pool, where waiting for the runtime is allowed.
+                let fetched = tokio::runtime::Handle::current().block_on(registry.fetch_missing(writers, vec![id]));
+                if let Err(err) = fetched {
+                    *failed = true;
+                    let place = format!("{topic}/{}@{offset}", reader.partition);
+                    rejected.push_back(Rejected {
+                        place,
+                        class: "registry_error",
+                        message: err.to_string(),
+                        fatal: true,
+                    });
+                    return;
+                }
+            }
+            match writers.decode(payload).map(|d| d.event) {
                 Ok(event) => {
                     heads.push(Reverse((event.occurred_at, reader.partition, offset, index)));
                     events[index] = Some(Located { event, partition: reader.partition, offset });

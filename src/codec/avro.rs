@@ -3,13 +3,15 @@
 use std::sync::LazyLock;
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::{DateTime, Utc};
 
 mod body;
+pub mod canonical;
+pub mod resolve;
+pub mod writers;
 
 use super::DecodeError;
 use crate::event::{BreakerState, BreakerStateChanged, Severity, SimulationResult, Source, V2Status};
@@ -18,6 +20,12 @@ use crate::event::{BreakerState, BreakerStateChanged, Severity, SimulationResult
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Magic plus the 8-byte fingerprint.
 const HEADER_LEN: usize = 10;
+
+/// The fingerprint this processor wrote `SimulationResult` records with before it followed the specification:
+/// apache-avro 0.22's, whose canonical form keeps `{"type":"long"}` for a logical type. Still read, and counted.
+pub const LEGACY_SIMULATION_RESULT_FINGERPRINT: u64 = 0x9d14_d89d_2ff5_c443;
+/// The same for `BreakerStateChanged`: state events on the compacted topic may carry it for ever.
+pub const LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT: u64 = 0xaeeb_b06b_ff3b_154c;
 
 /// The schema of simulation results, parsed from `schemas/simulation_result.avsc`.
 pub static SIMULATION_RESULT_SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
@@ -49,12 +57,30 @@ impl SchemaKind {
         }
     }
 
-    /// The schema's CRC-64-AVRO (Rabin) fingerprint of its parsing canonical form.
+    /// The schema file's text.
+    pub fn text(self) -> &'static str {
+        match self {
+            SchemaKind::SimulationResult => include_str!("../../schemas/simulation_result.avsc"),
+            SchemaKind::BreakerStateChanged => include_str!("../../schemas/breaker_state_changed.avsc"),
+        }
+    }
+
+    /// The CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form, as the specification defines both.
     pub fn fingerprint(self) -> u64 {
         static FINGERPRINTS: LazyLock<[u64; 2]> = LazyLock::new(|| {
-            [SchemaKind::SimulationResult, SchemaKind::BreakerStateChanged].map(|k| fingerprint_of(k.schema()))
+            [SchemaKind::SimulationResult, SchemaKind::BreakerStateChanged].map(|k| {
+                canonical::ParsedSchema::parse(k.text()).expect("the repository's schemas parse").fingerprint()
+            })
         });
         FINGERPRINTS[self as usize]
+    }
+
+    /// The fingerprint apache-avro 0.22 gave the schema, which records written before the transition carry.
+    pub fn legacy_fingerprint(self) -> u64 {
+        match self {
+            SchemaKind::SimulationResult => LEGACY_SIMULATION_RESULT_FINGERPRINT,
+            SchemaKind::BreakerStateChanged => LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT,
+        }
     }
 }
 
@@ -67,10 +93,16 @@ impl std::fmt::Display for SchemaKind {
     }
 }
 
-/// The CRC-64-AVRO fingerprint of a schema, as the single-object header carries it (little-endian).
-pub fn fingerprint_of(schema: &Schema) -> u64 {
-    let bytes = schema.fingerprint::<Rabin>().bytes;
+/// The fingerprint apache-avro 0.22 computes for a schema (its canonical form keeps logical types as objects).
+fn legacy_fingerprint_of(schema: &Schema) -> u64 {
+    let bytes = schema.fingerprint::<apache_avro::rabin::Rabin>().bytes;
     u64::from_le_bytes(bytes.try_into().expect("a Rabin fingerprint has 8 bytes"))
+}
+
+/// The specification's CRC-64-AVRO fingerprint of a schema given as JSON text (a single-object header carries it
+/// little-endian).
+pub fn fingerprint_of(text: &str) -> Result<u64, canonical::SchemaError> {
+    canonical::ParsedSchema::parse(text).map(|s| s.fingerprint())
 }
 
 /// Encodes a simulation result as a single-object record.
@@ -118,7 +150,8 @@ pub fn encode_breaker_state_changed(event: &BreakerStateChanged) -> Vec<u8> {
     encode(SchemaKind::BreakerStateChanged, &record)
 }
 
-/// Decodes and validates a single-object simulation result, reading the body straight into the struct.
+/// Decodes and validates a single-object simulation result of the reader's own schema (under either fingerprint),
+/// reading the body straight into the struct; [`writers::WriterSchemas::decode`] also reads evolved writers.
 pub fn decode_simulation_result(bytes: &[u8]) -> Result<SimulationResult, DecodeError> {
     let body = header(SchemaKind::SimulationResult, bytes)?;
     let event = body::simulation_result(body, bytes.len())?;
@@ -130,8 +163,15 @@ pub fn decode_simulation_result(bytes: &[u8]) -> Result<SimulationResult, Decode
 /// direct reader is tested against, and the baseline of `cargo bench --bench engine -- decode`.
 pub fn decode_simulation_result_generic(bytes: &[u8]) -> Result<SimulationResult, DecodeError> {
     let schema = SchemaKind::SimulationResult;
-    let mut f = Fields::new(schema, decode(schema, bytes)?)?;
-    let event = SimulationResult {
+    let event = simulation_result_from_value(decode(schema, bytes)?)?;
+    event.validate()?;
+    Ok(event)
+}
+
+/// A simulation result from a record value of the reader's schema (not yet validated).
+fn simulation_result_from_value(value: Value) -> Result<SimulationResult, DecodeError> {
+    let mut f = Fields::new(SchemaKind::SimulationResult, value)?;
+    Ok(SimulationResult {
         event_id: f.string("event_id")?,
         occurred_at: f.timestamp("occurred_at")?,
         tenant_id: f.string("tenant_id")?,
@@ -149,15 +189,21 @@ pub fn decode_simulation_result_generic(bytes: &[u8]) -> Result<SimulationResult
         model_version: f.string("model_version")?,
         adapter_version: f.string("adapter_version")?,
         commit_sha: f.optional("commit_sha", Fields::as_string)?,
-    };
-    event.validate()?;
-    Ok(event)
+    })
 }
 
 /// Decodes a single-object breaker state change.
 pub fn decode_breaker_state_changed(bytes: &[u8]) -> Result<BreakerStateChanged, DecodeError> {
     let schema = SchemaKind::BreakerStateChanged;
-    let mut f = Fields::new(schema, decode(schema, bytes)?)?;
+    let value = if writers::confluent_id(bytes).is_some() {
+        // Confluent-framed (`COSTSIM_STATE_FORMAT=confluent`): the state topic carries only this schema, so the body
+        // is read with it without asking the registry what the id names.
+        let reader = GenericDatumReader::builder(schema.schema()).build().expect("our schemas resolve");
+        read_body(schema, &reader, &bytes[5..], bytes.len())?
+    } else {
+        decode(schema, bytes)?
+    };
+    let mut f = Fields::new(schema, value)?;
     Ok(BreakerStateChanged {
         event_id: f.string("event_id")?,
         breaker: f.string("breaker")?,
@@ -202,8 +248,8 @@ fn encode(kind: SchemaKind, record: &Value) -> Vec<u8> {
     out
 }
 
-/// The body after a checked single-object header of `kind`.
-fn header(kind: SchemaKind, bytes: &[u8]) -> Result<&[u8], DecodeError> {
+/// The writer fingerprint and the body of a single-object record of `kind`.
+fn split_header(kind: SchemaKind, bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
     if bytes.len() < MAGIC.len() || bytes[..2] != MAGIC {
         let found = bytes.iter().take(2).map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ");
         return Err(DecodeError::WrongMagic { found: if found.is_empty() { "nothing".into() } else { found } });
@@ -216,20 +262,31 @@ fn header(kind: SchemaKind, bytes: &[u8]) -> Result<&[u8], DecodeError> {
         });
     }
     let fingerprint = u64::from_le_bytes(bytes[2..HEADER_LEN].try_into().expect("8 bytes"));
-    if fingerprint != kind.fingerprint() {
+    Ok((fingerprint, &bytes[HEADER_LEN..]))
+}
+
+/// The body after a checked single-object header of `kind`'s own schema, under either of its fingerprints.
+fn header(kind: SchemaKind, bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    let (fingerprint, body) = split_header(kind, bytes)?;
+    if fingerprint != kind.fingerprint() && fingerprint != kind.legacy_fingerprint() {
         return Err(DecodeError::UnknownFingerprint {
             fingerprint,
             expected: kind,
             expected_fingerprint: kind.fingerprint(),
         });
     }
-    Ok(&bytes[HEADER_LEN..])
+    Ok(body)
 }
 
 fn decode(kind: SchemaKind, bytes: &[u8]) -> Result<Value, DecodeError> {
     let body = header(kind, bytes)?;
-    let mut input = EofGuard { rest: body, hit_eof: false };
     let reader = GenericDatumReader::builder(kind.schema()).build().expect("our schemas resolve");
+    read_body(kind, &reader, body, bytes.len())
+}
+
+/// Reads one body with apache-avro's generic reader; `len` is the whole record's length, for errors.
+fn read_body(kind: SchemaKind, reader: &GenericDatumReader<'_>, body: &[u8], len: usize) -> Result<Value, DecodeError> {
+    let mut input = EofGuard { rest: body, hit_eof: false };
     let result = reader.read_value(&mut input);
     // A well-formed record never needs a byte past its end, so any attempt to read one means the record was cut,
     // whatever the decoder made of it (apache-avro turns an early end inside a string or union into `null`).
@@ -238,7 +295,7 @@ fn decode(kind: SchemaKind, bytes: &[u8]) -> Result<Value, DecodeError> {
             Ok(_) => "the body ends before its last field".to_owned(),
             Err(e) => e.to_string(),
         };
-        return Err(DecodeError::Truncated { schema: kind, len: bytes.len(), detail });
+        return Err(DecodeError::Truncated { schema: kind, len, detail });
     }
     let value = result.map_err(|e| DecodeError::Malformed { schema: kind, detail: e.to_string() })?;
     if !input.rest.is_empty() {
@@ -430,25 +487,78 @@ mod tests {
     }
 
     #[test]
-    fn the_header_carries_the_fingerprint_that_apache_avro_computes() {
+    fn the_header_carries_the_specifications_fingerprint() {
         for kind in [SchemaKind::SimulationResult, SchemaKind::BreakerStateChanged] {
-            let expected = RabinFingerprintHeader::from_schema(kind.schema()).build_header();
             let bytes = match kind {
                 SchemaKind::SimulationResult => encode_simulation_result(&sample_result()),
                 SchemaKind::BreakerStateChanged => encode_breaker_state_changed(&sample_state_change()),
             };
-            assert_eq!(&bytes[..HEADER_LEN], expected.as_slice(), "{kind}");
+            assert_eq!(bytes[..2], MAGIC);
+            assert_eq!(bytes[2..HEADER_LEN], kind.fingerprint().to_le_bytes(), "{kind}");
         }
+        // The value other implementations compute for SimulationResult (fastavro's is checked by the integration
+        // tests).
+        assert_eq!(SchemaKind::SimulationResult.fingerprint(), 0x3503_7b67_d6b8_f6fc);
         assert_ne!(SchemaKind::SimulationResult.fingerprint(), SchemaKind::BreakerStateChanged.fingerprint());
     }
 
     #[test]
-    fn the_generic_single_object_reader_of_apache_avro_reads_our_records() {
-        let reader =
-            apache_avro::GenericSingleObjectReader::builder().schema(SIMULATION_RESULT_SCHEMA.clone()).build().unwrap();
-        let bytes = encode_simulation_result(&sample_result());
-        let value = reader.read_value(&mut bytes.as_slice()).unwrap();
-        assert!(matches!(value, Value::Record(ref f) if f.len() == 17));
+    fn the_legacy_fingerprints_are_the_ones_apache_avro_computes() {
+        for kind in [SchemaKind::SimulationResult, SchemaKind::BreakerStateChanged] {
+            let expected = RabinFingerprintHeader::from_schema(kind.schema()).build_header();
+            assert_eq!(expected[2..], kind.legacy_fingerprint().to_le_bytes(), "{kind}");
+            assert_ne!(kind.legacy_fingerprint(), kind.fingerprint(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn records_under_the_legacy_fingerprint_are_still_read() {
+        let mut bytes = encode_simulation_result(&sample_result());
+        bytes[2..HEADER_LEN].copy_from_slice(&LEGACY_SIMULATION_RESULT_FINGERPRINT.to_le_bytes());
+        assert_eq!(decode_simulation_result(&bytes), Ok(sample_result()));
+        let decoded = writers::WriterSchemas::builtin().decode(&bytes).unwrap();
+        assert_eq!(decoded.writer, writers::WriterKind::LegacyFingerprint);
+        let mut state = encode_breaker_state_changed(&sample_state_change());
+        state[2..HEADER_LEN].copy_from_slice(&LEGACY_BREAKER_STATE_CHANGED_FINGERPRINT.to_le_bytes());
+        assert_eq!(decode_breaker_state_changed(&state), Ok(sample_state_change()));
+    }
+
+    #[test]
+    fn an_evolved_writer_is_also_known_by_its_legacy_fingerprint() {
+        let writers = writers::WriterSchemas::builtin();
+        let mut evolved: serde_json::Value = serde_json::from_str(SchemaKind::SimulationResult.text()).unwrap();
+        let extra = serde_json::json!({"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null});
+        evolved["fields"].as_array_mut().unwrap().push(extra);
+        let text = evolved.to_string();
+        let spec = writers.add("test", &text).unwrap().fingerprint;
+        let legacy = legacy_fingerprint_of(&Schema::parse_str(&text).unwrap());
+        assert_ne!(spec, legacy);
+        let body = &encode_simulation_result(&sample_result())[HEADER_LEN..];
+        for (fingerprint, kind) in
+            [(spec, writers::WriterKind::Evolved), (legacy, writers::WriterKind::LegacyFingerprint)]
+        {
+            let bytes = [&MAGIC[..], &fingerprint.to_le_bytes(), body, &[0]].concat();
+            let decoded = writers.decode(&bytes).unwrap();
+            assert_eq!((decoded.event, decoded.writer), (sample_result(), kind));
+        }
+    }
+
+    #[test]
+    fn confluent_framed_records_are_read_through_the_ids_the_registry_gave() {
+        let writers = writers::WriterSchemas::builtin();
+        let body = &encode_simulation_result(&sample_result())[HEADER_LEN..];
+        let framed = |id: u32| [&[0u8][..], &id.to_be_bytes(), body].concat();
+        let err = writers.decode(&framed(7)).unwrap_err();
+        assert_eq!((err.class(), err.to_string().contains("schema id 7")), ("unknown_schema_id", true));
+        writers.add_registered(7, SchemaKind::SimulationResult.text()).unwrap();
+        let decoded = writers.decode(&framed(7)).unwrap();
+        assert_eq!((decoded.event, decoded.writer), (sample_result(), writers::WriterKind::Current));
+        writers.reject_id(8, "a PROTOBUF schema, not Avro".into());
+        let err = writers.decode(&framed(8)).unwrap_err();
+        assert!(err.class() == "unknown_schema_id" && err.to_string().contains("PROTOBUF"), "{err}");
+        assert!(writers.knows_id(8) && !writers.knows_id(9));
+        // A lone 0 or a short record is not Confluent-framed.
+        assert_eq!(writers.decode(&[0, 0, 0]).unwrap_err().class(), "wrong_magic");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Dependency {
     Postgres,
     /// The Kafka broker.
     Kafka,
+    /// The schema registry (only when Confluent-framed records arrive).
+    SchemaRegistry,
 }
 
 impl Dependency {
@@ -50,6 +52,7 @@ impl Dependency {
         match self {
             Dependency::Postgres => "postgres",
             Dependency::Kafka => "kafka",
+            Dependency::SchemaRegistry => "schema_registry",
         }
     }
 }
@@ -353,6 +356,19 @@ pub(super) async fn report(probes: &Probes, health: &Health) -> HealthReport {
     };
     checks.insert(Dependency::Postgres.as_str(), check(&postgres, health.report(Dependency::Postgres)));
     checks.insert(Dependency::Kafka.as_str(), check(&kafka, health.report(Dependency::Kafka)));
+    // Not probed (most deployments have no registry): listed only while the pipeline reports it down.
+    if let Some(report) = health.report(Dependency::SchemaRegistry) {
+        checks.insert(
+            Dependency::SchemaRegistry.as_str(),
+            Check {
+                status: "down",
+                required: true,
+                latency_ms: None,
+                reason: Some(format!("the pipeline reports: {}", report.reason)),
+                since: Some(format_rfc3339_millis(&report.since)),
+            },
+        );
+    }
     let ready = checks.values().all(|c| c.status == "up");
     let alertmanager = match probes.alertmanager().await {
         Some(probed) => Check { required: false, ..check(&probed, None) },

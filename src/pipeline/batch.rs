@@ -13,7 +13,7 @@ use super::bounds::Breach;
 use super::dead_letters::{CLASS_HEADER, DEAD_LETTERED_AT_HEADER, DeadLetterLog};
 use super::flow::Batch;
 use super::{Pipeline, gaps};
-use crate::codec::decode_simulation_result;
+use crate::codec::WriterKind;
 use crate::drift::{Observation, Verdict};
 use crate::event::SimulationResult;
 use crate::kafka::{ConfirmedSender, RecordCopy};
@@ -40,6 +40,9 @@ pub enum BatchError {
         /// What failed.
         message: String,
     },
+    /// The schema registry could not be reached for the writer schema of a Confluent-framed record.
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The dead-letter topic could not be written.
     #[error("dead-letter topic {topic}: {message}")]
     DeadLetter {
@@ -141,6 +144,12 @@ impl<'p> Batcher<'p> {
         let (Some(first), Some(vouched_from)) = (records.first(), batch.vouched_from()) else {
             return Ok(Outcome::AlreadyDone);
         };
+        if let Some(registry) = &p.registry {
+            // Before the transaction, so a slow registry holds no lock; each id is fetched once per process.
+            let ids: Vec<u32> =
+                records.iter().filter_map(|m| crate::codec::confluent_id(m.payload().unwrap_or_default())).collect();
+            registry.fetch_missing(&p.writers, ids).await?;
+        }
         let mut tx = p.pool.begin().await?;
         let position = offsets::lock(&mut tx, group, topic, partition, first.offset()).await?;
         let fresh: Vec<&OwnedMessage> = records.iter().filter(|m| m.offset() >= position.next_offset).collect();
@@ -167,10 +176,14 @@ impl<'p> Batcher<'p> {
                 None => limits
                     .check_size(payload.len())
                     .and_then(|()| {
-                        decode_simulation_result(payload)
-                            .map_err(|err| Breach { class: err.class(), reason: err.to_string() })
+                        p.writers.decode(payload).map_err(|err| Breach { class: err.class(), reason: err.to_string() })
                     })
-                    .and_then(|event| limits.check_event(&event, now).map(|()| event)),
+                    .and_then(|decoded| {
+                        if decoded.writer == WriterKind::LegacyFingerprint {
+                            tally.legacy_fingerprint += 1;
+                        }
+                        limits.check_event(&decoded.event, now).map(|()| decoded.event)
+                    }),
             };
             match checked {
                 Ok(event) => {
@@ -351,6 +364,8 @@ struct Tally {
     too_late: u64,
     lost: u64,
     unreadable: u64,
+    /// Records read under an old (apache-avro) fingerprint of their writer.
+    legacy_fingerprint: u64,
     /// Indexes of the events inserted and counted in their bucket.
     inserted: Vec<usize>,
     /// The class of each dead letter sent.
@@ -367,6 +382,7 @@ impl Tally {
         outcome("dead_letter", self.dead_letters.len() as u64);
         metrics.records_lost_to_retention_total.inc_by(self.lost);
         metrics.offsets_skipped_total.inc_by(self.unreadable);
+        metrics.legacy_fingerprint_records_total.inc_by(self.legacy_fingerprint);
         for class in &self.dead_letters {
             metrics.dlq_records_total.with_label_values(&[class]).inc();
         }

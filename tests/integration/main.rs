@@ -4,6 +4,8 @@
 mod alert_faults;
 mod alerts;
 mod alerts_cli;
+mod avro_confluent;
+mod avro_interop;
 mod backfill;
 mod backtest;
 mod breaker_cli;

@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::helpers::{DEADLINE, app_url, command, fresh_kafka, read_records};
 
 /// Engine settings small enough for a test: 1 s buckets in a 10 s window, 20 samples.
-const FAST: &[&str] =
+pub const FAST: &[&str] =
     &["bucket_seconds=1", "window_seconds=10", "probation_seconds=5", "min_samples=20", "disable_ttl_seconds=3600"];
 
 /// A `run` process on a test's topics and database, killed when dropped.

@@ -24,6 +24,7 @@ pub(super) enum Source {
     /// A range of a topic.
     Topic {
         kafka: Box<KafkaConfig>,
+        writers: Box<(crate::codec::WriterSchemas, Option<crate::registry::Registry>)>,
         topic: String,
         partitions: Option<Vec<i32>>,
         from: Option<Position>,
@@ -78,8 +79,8 @@ pub(super) fn read(
                 out.batch.done = before;
             }
         }
-        Source::Topic { kafka, topic, partitions, from, to } => {
-            let range = TopicRange::open(&kafka, &topic, partitions.as_deref(), from, to)?;
+        Source::Topic { kafka, writers, topic, partitions, from, to } => {
+            let range = TopicRange::open(&kafka, *writers, &topic, partitions.as_deref(), from, to)?;
             let _ = size.blocking_send(range.len());
             for item in range {
                 out.batch.done += 1;

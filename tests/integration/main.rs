@@ -31,5 +31,7 @@ mod reports;
 mod runtime_role;
 mod secure_kafka;
 mod storage;
+#[path = "../common/tansu.rs"]
+mod tansu;
 mod timers;
 mod view;

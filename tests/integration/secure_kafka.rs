@@ -5,7 +5,6 @@
 //! `backfill --topic` and `backtest --topic` (secrets from `COSTSIM_KAFKA_*`). A wrong password and an unknown CA
 //! end a command within seconds, with an error that names the cause.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -23,24 +22,6 @@ const PASSWORD: &str = "s3cret-Scram-512";
 /// Engine settings small enough for a test, as the pipeline tests use.
 const FAST: &[&str] =
     &["bucket_seconds=1", "window_seconds=10", "probation_seconds=5", "min_samples=20", "disable_ttl_seconds=3600"];
-
-/// The tansu binary `scripts/stack up` built: `COSTSIM_TANSU_BIN`, else under the stack's cache folders.
-fn tansu_bin() -> std::path::PathBuf {
-    if let Some(bin) = std::env::var_os("COSTSIM_TANSU_BIN") {
-        return bin.into();
-    }
-    let mut caches: Vec<std::path::PathBuf> =
-        std::env::var_os("COSTSIM_CACHE_DIR").map(Into::into).into_iter().collect();
-    caches.push("/var/cache/costsim-breaker".into());
-    if let Some(home) = std::env::var_os("HOME") {
-        caches.push(Path::new(&home).join(".cache/costsim-breaker"));
-    }
-    caches
-        .iter()
-        .map(|c| c.join("tansu/bin/tansu"))
-        .find(|b| b.exists())
-        .expect("the tansu binary (run `scripts/stack up` once, or set COSTSIM_TANSU_BIN)")
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -77,7 +58,7 @@ impl SecureBroker {
         let tansu = Self::tansu(&dir, &plain, &plain, false);
         wait_until_answers(&plain, &[]).await;
         run(
-            std::process::Command::new(tansu_bin())
+            std::process::Command::new(crate::tansu::binary())
                 .current_dir(&dir.0)
                 .args(["user", "create", "--broker", &format!("tcp://{plain}"), USER, PASSWORD])
                 .args(["--mechanism", "scram512"]),
@@ -106,7 +87,7 @@ impl SecureBroker {
 
     fn tansu(dir: &TempDir, listen: &str, advertise: &str, authentication: bool) -> Killed {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.0.join("tansu.log")).unwrap();
-        let mut cmd = std::process::Command::new(tansu_bin());
+        let mut cmd = std::process::Command::new(crate::tansu::binary());
         cmd.current_dir(&dir.0)
             .env_remove("SCHEMA_REGISTRY")
             .env_remove("CLUSTER_ID")

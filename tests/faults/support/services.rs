@@ -2,7 +2,7 @@
 //! its own: a PostgreSQL cluster (initdb and pg_ctl), a tansu broker (the binary `scripts/stack` built) and an
 //! Alertmanager (flags as in `scripts/stack`). The shared stack is never touched. Each stops when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -146,23 +146,6 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// The tansu binary `scripts/stack` built: `COSTSIM_TANSU_BIN`, else under the stack's cache folders.
-    fn binary() -> PathBuf {
-        if let Some(bin) = std::env::var_os("COSTSIM_TANSU_BIN") {
-            return bin.into();
-        }
-        let mut caches: Vec<PathBuf> = std::env::var_os("COSTSIM_CACHE_DIR").map(PathBuf::from).into_iter().collect();
-        caches.push("/var/cache/costsim-breaker".into());
-        if let Some(home) = std::env::var_os("HOME") {
-            caches.push(Path::new(&home).join(".cache/costsim-breaker"));
-        }
-        caches
-            .iter()
-            .map(|c| c.join("tansu/bin/tansu"))
-            .find(|b| b.exists())
-            .expect("the tansu binary (run `scripts/stack up` once, or set COSTSIM_TANSU_BIN)")
-    }
-
     /// Starts a broker and waits until it answers a metadata request.
     pub async fn start() -> PrivateBroker {
         let mut broker = PrivateBroker { folder: Folder::new("tansu"), child: None, port: free_port() };
@@ -181,7 +164,7 @@ impl PrivateBroker {
         // The log outlives the folder, for a post-mortem.
         let log = super::processor::log_dir().join(format!("tansu-{}.log", self.port));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(Self::binary())
+        let child = Command::new(crate::tansu::binary())
             .current_dir(&self.folder.0)
             .env_remove("SCHEMA_REGISTRY")
             .env_remove("CLUSTER_ID")

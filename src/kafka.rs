@@ -335,6 +335,18 @@ impl KafkaConfig {
         self.producer_config().create().with_context(|| format!("cannot create a Kafka producer for {}", self.brokers))
     }
 
+    /// The dead-letter producer: acknowledged by every in-sync replica like [`Self::producer`], but not
+    /// idempotent, with one request in flight so order holds. A retried send may write a dead letter twice, which
+    /// `dlq replay` tolerates (provenance is idempotent on `event_id`); tansu 0.6's SQLite storage, in turn, has
+    /// panicked in its idempotent-producer check under bursts of dead letters and then answered nothing.
+    pub fn dead_letter_producer(&self) -> anyhow::Result<FutureProducer> {
+        let mut config = self.producer_config();
+        if self.client_config().get("enable.idempotence").is_none() {
+            config.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
+        }
+        config.create().with_context(|| format!("cannot create the dead-letter producer for {}", self.brokers))
+    }
+
     /// The producer's settings: the user's properties, and ours where the user set none.
     fn producer_config(&self) -> ClientConfig {
         let mut config = self.client_config();

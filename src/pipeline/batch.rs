@@ -88,7 +88,8 @@ pub struct Batcher<'p> {
 impl<'p> Batcher<'p> {
     /// Prepares the dead-letter producer.
     pub fn new(pipeline: &'p Pipeline, window: WindowSpec) -> anyhow::Result<Self> {
-        Ok(Batcher { pipeline, window, dlq: pipeline.kafka.producer()?, dead_letter_log: DeadLetterLog::default() })
+        let dlq = pipeline.kafka.dead_letter_producer()?;
+        Ok(Batcher { pipeline, window, dlq, dead_letter_log: DeadLetterLog::default() })
     }
 
     /// Applies the records of one partition (in offset order) in one transaction. When PostgreSQL refuses the

@@ -9,10 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use costsim_breaker::kafka::KafkaConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use sqlx::PgPool;
 
-use crate::helpers::{DEADLINE, app_url, command, fresh_kafka};
+use crate::helpers::{app_url, command, fresh_kafka};
 use crate::independent;
 use crate::pipeline::wait_for;
 use crate::pki::{Pki, TempDir, run};
@@ -133,28 +132,11 @@ impl SecureBroker {
     }
 }
 
-/// Polls until a metadata request with these properties succeeds.
+/// Waits until a metadata request with these properties succeeds: the processor's own start-up check, which
+/// retries a broker that is still starting and fails at once on a refused login.
 async fn wait_until_answers(brokers: &str, properties: &[(String, String)]) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (servers, props) = (brokers.to_owned(), properties.to_vec());
-        let answered = tokio::task::spawn_blocking(move || {
-            let mut config = rdkafka::ClientConfig::new();
-            config.set("bootstrap.servers", servers);
-            for (k, v) in props {
-                config.set(k, v);
-            }
-            let client: BaseConsumer = config.create().ok()?;
-            client.fetch_metadata(None, Duration::from_secs(2)).ok().map(|_| ())
-        })
-        .await
-        .unwrap();
-        if answered.is_some() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the private broker does not answer {brokers} within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let kafka = KafkaConfig { brokers: brokers.to_owned(), options: properties.to_vec(), ..fresh_kafka() };
+    kafka.check_connection().await.unwrap_or_else(|e| panic!("the private broker does not answer {brokers}: {e}"));
 }
 
 /// Runs a command with the broker's SCRAM settings in the environment; returns (success, stdout, stderr).

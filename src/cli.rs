@@ -45,7 +45,7 @@ pub enum Command {
     Alerts(alerts::AlertsArgs),
     /// Fill provenance from a Kafka topic range or from files (ours and the older system's), idempotently;
     /// `--dry-run` counts, `--verify` checks what the table holds.
-    Backfill(backfill::BackfillArgs),
+    Backfill(Box<backfill::BackfillArgs>),
     /// Replay simulation results from a JSON Lines file or a Kafka topic range through the breaker, with no side
     /// effects: one line per state change, then a summary.
     Backtest(backtest::BacktestArgs),
@@ -63,7 +63,7 @@ pub enum Command {
     /// Apply the database schema migrations.
     Migrate(migrate::MigrateArgs),
     /// Run the processor: consume simulation results, decide, and record every effect transactionally.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Keep storage bounded: `maintain` (provenance partitions ahead and expired, outbox retention), `stats`.
     Storage(storage::StorageArgs),
     /// Avro schemas as the specification defines them: `fingerprint` and `canonical` of a file, `check` a writer
@@ -77,7 +77,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Alerts(args) => alerts::run(args).await,
-        Command::Backfill(args) => backfill::run(args).await,
+        Command::Backfill(args) => backfill::run(*args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::Breaker(args) => breaker::run(args).await,
         Command::Canary(args) => canary::run(args).await,
@@ -85,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Watch(args) => watch::run(args).await,
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Schema(args) => schema::run(args),
         Command::Migrate(args) => migrate::run(args).await,
         Command::Storage(args) => storage::run(args).await,

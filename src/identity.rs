@@ -26,6 +26,11 @@ impl IdentityArgs {
         resolve_instance(self.instance.as_deref(), std::env::var("HOSTNAME").ok().as_deref())
     }
 
+    /// The instance name when one was given (`--instance`/`INSTANCE_ID`, not blank), not derived from the host.
+    pub fn explicit_instance(&self) -> Option<String> {
+        self.instance.as_deref().map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned)
+    }
+
     /// What decisions write besides the state, for the breaker engine configured by `config`.
     pub fn apply_settings(&self, config: &BreakerConfig) -> ApplySettings {
         ApplySettings {

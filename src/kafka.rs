@@ -281,6 +281,22 @@ impl KafkaConfig {
             .collect())
     }
 
+    /// How many partitions `topic` has, as the broker's metadata says (asked off the async threads).
+    pub async fn partition_count(&self, topic: &str) -> anyhow::Result<usize> {
+        let (kafka, name) = (self.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let client = kafka.metadata_client().context("cannot create a Kafka client")?;
+            let metadata = client
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .with_context(|| format!("cannot read the metadata of topic `{name}`"))?;
+            let partitions = metadata.topics().iter().filter(|t| t.name() == name).map(|t| t.partitions().len()).sum();
+            anyhow::ensure!(partitions > 0, "the broker at {} reports no partition of topic `{name}`", kafka.brokers);
+            Ok(partitions)
+        })
+        .await
+        .context("the metadata request stopped")?
+    }
+
     /// One topic-level setting as the broker reports it (DescribeConfigs), `None` when it has no value.
     async fn topic_config(&self, topic: &str, key: &str) -> anyhow::Result<Option<String>> {
         let admin: AdminClient<DefaultClientContext> =

@@ -8,6 +8,11 @@
 //! still holds the lock. When a check fails or times out, the job's [`CancellationToken`] is cancelled at once and
 //! the contender goes back to acquiring; on a clean stop it deletes its lease and unlocks explicitly.
 //!
+//! A holder whose connection went half-open (its packets dropped or a proxy stopped) stops its job at its next
+//! failed check, but its server session may live on holding the lock; a contender that finds the lease without a
+//! heartbeat for [`LeaderTiming::lease_timeout`] ends that session (`pg_terminate_backend`, allowed for sessions of
+//! the same role) and takes over.
+//!
 //! What it does not guarantee: between the moment PostgreSQL drops a dead leader's session (which frees the lock
 //! for another contender) and that leader's next failed check, two jobs may run for up to `check_interval +
 //! check_timeout`. Jobs therefore also claim their work row by row (`FOR UPDATE SKIP LOCKED`), so two leaders by
@@ -94,6 +99,10 @@ pub struct LeaderTiming {
     pub check_timeout: Duration,
     /// Time between two attempts of a contender that found the lock taken (or could not connect).
     pub retry_interval: Duration,
+    /// How long a contender that finds the lock taken waits for the holder's lease to go without a heartbeat
+    /// before it ends the holder's session (see [`session::end_stale_holder`]); well above `check_interval +
+    /// check_timeout`, after which a live holder has stopped its job by itself.
+    pub lease_timeout: Duration,
     /// How long a job may take to return once its token is cancelled before it is dropped mid-flight.
     pub stop_grace: Duration,
 }
@@ -104,6 +113,7 @@ impl Default for LeaderTiming {
             check_interval: Duration::from_secs(2),
             check_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
+            lease_timeout: Duration::from_secs(8),
             stop_grace: Duration::from_secs(10),
         }
     }
@@ -172,7 +182,15 @@ impl Election {
                 };
                 match attempt {
                     Ok(Attempt::Acquired(session)) => break Some(session),
-                    Ok(Attempt::Busy(busy)) => {
+                    Ok(Attempt::Busy(mut busy)) => {
+                        match session::end_stale_holder(&mut busy, lock, self.timing.lease_timeout).await {
+                            Ok(Some(pid)) => tracing::warn!(job = lock.job(), holder, backend_pid = pid,
+                                lease_timeout = ?self.timing.lease_timeout,
+                                "The leader's lease went without a heartbeat: ended its session to take over."),
+                            Ok(None) => {}
+                            Err(err) => tracing::warn!(job = lock.job(), holder, error = %err,
+                                "Cannot check the leader's lease."),
+                        }
                         if !announced {
                             tracing::info!(job = lock.job(), holder, "Another instance leads; standing by.");
                             announced = true;

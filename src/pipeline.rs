@@ -35,11 +35,13 @@ mod evaluate;
 mod flow;
 mod gaps;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::statistics::Statistics;
@@ -89,6 +91,14 @@ pub struct PipelineSettings {
     /// The breaker these events feed.
     #[arg(long = "breaker", env = "COSTSIM_BREAKER_NAME", default_value = "costsim_v2")]
     pub breaker: String,
+    /// Static group membership: this replica's `group.instance.id`, stable across its restarts and unique in the
+    /// group, so a restarted replica gets its partitions back at once [default: none, dynamic membership].
+    #[arg(long, env = "COSTSIM_GROUP_INSTANCE_ID", value_name = "ID")]
+    pub group_instance_id: Option<String>,
+    /// Static group membership with INSTANCE_ID (`--instance`) as the `group.instance.id`, which must then be set
+    /// and unique per replica (a StatefulSet's pod name, say).
+    #[arg(long, env = "COSTSIM_STATIC_MEMBERSHIP")]
+    pub static_membership: bool,
 }
 
 /// A quiet-partition timeout: a finite number of seconds above 0 and at most a day (a negative or NaN value would
@@ -192,6 +202,9 @@ impl Pipeline {
             // A fetch that waits for new data holds back the event past a bucket's end, hence the decision
             // (librdkafka's 500 ms; tansu holds a fetch that long even while records arrive). BENCHMARKS.md.
             .set("fetch.wait.max.ms", "100");
+        if let Some(id) = &self.settings.group_instance_id {
+            config.set("group.instance.id", id);
+        }
         for (key, value) in &self.kafka.options {
             config.set(key, value);
         }
@@ -208,35 +221,58 @@ impl Pipeline {
     ///
     /// Partitions commit concurrently, each batch on its own pooled connection, but at most one batch per
     /// partition is in flight, so a partition's batches commit in offset order and the fence never sees a gap.
+    /// Nothing that waits for PostgreSQL holds up the loop: batches, partition registrations and judging passes
+    /// run beside it, so the consumer is polled throughout an outage (librdkafka would leave the group after
+    /// `max.poll.interval.ms` otherwise) and a rebalance meanwhile is taken in, its registration retried until the
+    /// database is back.
     pub async fn run(&self, cancel: CancellationToken, shutdown_deadline: Duration) -> anyhow::Result<()> {
         let window = self.window()?;
         let (assigned_tx, mut assigned) = tokio::sync::mpsc::unbounded_channel();
         let consumer = self.consumer(assigned_tx)?;
-        self.register_all(&consumer).await?;
         let batcher = batch::Batcher::new(self, window)?;
         let max_records = self.settings.batch_max_records as usize;
         let max_wait = Duration::from_millis(self.settings.batch_max_wait_ms);
         // A partition counts as idle this long after its last commit (plus a batch wait of margin).
         let idle_partitions = Duration::from_secs_f64(self.settings.idle_partition_seconds) + max_wait;
+        // Every partition of the topic is registered first, so partitions with a backlog hold the merged watermark
+        // back from the start; until a registration commits, no batch starts and nothing is judged.
+        let mut unregistered: BTreeSet<i32> = self.all_partitions(&consumer)?;
         // Declared before the futures that borrow it.
         let drain = CancellationToken::new();
         let mut flow = Flow::default();
         let mut in_flight = FuturesUnordered::new();
+        let mut side: FuturesUnordered<BoxFuture<'_, Side>> = FuturesUnordered::new();
+        let (mut registering, mut judging) = (false, false);
+        let mut paused = Paused::default();
         let mut judge = JudgeSchedule::default();
         tracing::info!(topic = %self.kafka.results_topic, group = %self.kafka.group_id, "Processor started.");
         loop {
             batcher.dead_letter_log.flush();
-            if flow.is_idle() && judge.take_due(Instant::now()) {
-                self.judge_closed_buckets(window).await;
+            if !registering && !unregistered.is_empty() {
+                let partitions: Vec<i32> = std::mem::take(&mut unregistered).into_iter().collect();
+                side.push(Box::pin(self.register_until_done(partitions, &cancel)));
+                registering = true;
             }
-            for (partition, batch) in flow.ready(max_records, max_wait) {
-                in_flight.push(self.flush(&consumer, &batcher, partition, batch, &cancel));
+            let held = registering;
+            if !held && !judging && flow.is_idle() && judge.take_due(Instant::now()) {
+                side.push(Box::pin(async {
+                    self.judge_closed_buckets(window).await;
+                    Side::Judged
+                }));
+                judging = true;
             }
+            if !held {
+                for (partition, batch) in flow.ready(max_records, max_wait) {
+                    in_flight.push(self.flush(&consumer, &batcher, partition, batch, &cancel));
+                }
+            }
+            // A full batch waiting for its partition's commit pauses that partition alone, so memory stays bounded
+            // and the other partitions go on.
+            paused.follow(&consumer, &self.kafka.results_topic, flow.full(max_records));
             // Only a loop with nothing to commit judges on its own; otherwise the next batch judges.
-            let judge_due = if flow.is_idle() { judge.next() } else { None };
-            let due = [flow.due(max_wait), judge_due].into_iter().flatten().min();
-            // A full batch waiting for its partition's commit stops reading, so memory stays bounded.
-            let full = flow.has_full(max_records);
+            let judge_due = if flow.is_idle() && !judging && !held { judge.next() } else { None };
+            let batch_due = if held { None } else { flow.due(max_wait) };
+            let due = [batch_due, judge_due].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -244,30 +280,42 @@ impl Pipeline {
                     flow.settle(partition, result?);
                     judge.after_batch(Instant::now(), max_wait, idle_partitions);
                 }
+                Some(done) = side.next() => match done {
+                    Side::Registered => registering = false,
+                    Side::Judged => judging = false,
+                },
                 Some(partitions) = assigned.recv() => {
-                    // Registering updates the partitions' offset rows, which batches in flight hold locked
-                    // until they are polled to their commit: let them finish first.
-                    while let Some((partition, result)) = in_flight.next().await {
-                        flow.settle(partition, result?);
-                    }
+                    // A batch of the old read still committing finishes first (see `Flow::reassigned`); registering
+                    // waits for its row lock meanwhile.
                     flow.reassigned(&partitions);
-                    self.register(&partitions).await?;
+                    paused.reassigned(&consumer, &self.kafka.results_topic, &partitions);
+                    unregistered.extend(partitions);
                 }
                 _ = sleep_until(due) => {}
-                message = consumer.recv(), if !full => match message {
+                message = consumer.recv() => match message {
                     Ok(m) => flow.push(m.detach()),
                     Err(err) => {
-                        // librdkafka retries broker errors itself; they are reported, not fatal.
+                        // A fatal error (another process with this group.instance.id fenced us out) ends the
+                        // consumer for good: stop loudly rather than idle.
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            anyhow::bail!("the Kafka consumer stopped for good ({code:?}): {reason}");
+                        }
+                        // librdkafka retries other broker errors itself; they are reported, not fatal.
                         tracing::warn!(error = %err, "Kafka consumer error.");
                         self.metrics.transient_failures_total.with_label_values(&["kafka"]).inc();
                     }
                 },
             }
         }
+        drop(side);
         // Finish what was read: commit it now rather than have the next owner read it again.
         let finishing = async {
             while let Some((partition, result)) = in_flight.next().await {
                 flow.settle(partition, result?);
+            }
+            if registering || !unregistered.is_empty() {
+                // Not registered yet: what waits is left for the next owner, as nothing of it was committed.
+                return anyhow::Ok(());
             }
             for (partition, batch) in flow.take_all() {
                 in_flight.push(self.flush(&consumer, &batcher, partition, batch, &drain));
@@ -317,13 +365,7 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> anyhow::Result<Option<i64>> {
         let started = batch.records.first().map(|_| Instant::now());
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            // Jitter adds up to the delay again: at most 10 s between tries.
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = retry_backoff();
         let outcome = loop {
             match batcher.commit(partition, &batch).await {
                 Ok(outcome) => {
@@ -392,26 +434,111 @@ impl Pipeline {
         }
     }
 
-    /// Registers every partition of the results topic with its broker watermarks, so partitions with a backlog
-    /// hold the merged watermark back from the start.
-    async fn register_all(&self, consumer: &StreamConsumer<Context>) -> anyhow::Result<()> {
+    /// Every partition of the results topic, from the broker's metadata.
+    fn all_partitions(&self, consumer: &StreamConsumer<Context>) -> anyhow::Result<BTreeSet<i32>> {
         let topic = self.kafka.results_topic.clone();
         let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)))
             .with_context(|| format!("cannot read the metadata of {topic}"))?;
-        let partitions: Vec<i32> =
-            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        self.register(&partitions).await
+        Ok(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
     }
 
-    /// Registers partitions (see [`crate::store::offsets::register`]).
-    async fn register(&self, partitions: &[i32]) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("cannot register partitions")?;
-        crate::store::offsets::register(&mut tx, &self.kafka.group_id, &self.kafka.results_topic, partitions)
-            .await
-            .context("cannot register partitions")?;
-        tx.commit().await.context("cannot register partitions")?;
-        Ok(())
+    /// Registers partitions (see [`crate::store::offsets::register`]), retrying with capped backoff while
+    /// PostgreSQL fails, until it commits or `cancel` fires.
+    async fn register_until_done(&self, partitions: Vec<i32>, cancel: &CancellationToken) -> Side {
+        let mut backoff = retry_backoff();
+        loop {
+            match self.register(&partitions).await {
+                Ok(()) => {
+                    self.health.set_ready(Dependency::Postgres);
+                    return Side::Registered;
+                }
+                Err(err) => {
+                    self.health.set_not_ready(Dependency::Postgres, describe_db_error(&err));
+                    self.metrics.transient_failures_total.with_label_values(&[Dependency::Postgres.as_str()]).inc();
+                    let delay = backoff.next().expect("retries forever");
+                    tracing::warn!(?partitions, error = %describe_db_error(&err), retry_in = ?delay,
+                        "Cannot register the assigned partitions; retrying (no batch starts meanwhile).");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Side::Registered,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
+
+    /// Registers partitions in one transaction.
+    async fn register(&self, partitions: &[i32]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        crate::store::offsets::register(&mut tx, &self.kafka.group_id, &self.kafka.results_topic, partitions).await?;
+        tx.commit().await
+    }
+}
+
+/// What a task beside the batches finished.
+enum Side {
+    /// A registration of assigned partitions committed (or gave up at shutdown).
+    Registered,
+    /// A judging pass ended (a failure waits for the next batch).
+    Judged,
+}
+
+/// The partitions this consumer paused because their batch is full, kept in step with [`Flow::full`].
+#[derive(Default)]
+struct Paused(BTreeSet<i32>);
+
+impl Paused {
+    /// Pauses the partitions newly full and resumes those no longer full. librdkafka resumes a paused partition
+    /// after the last record it delivered, so a pause never breaks a batch's continuous read.
+    fn follow(&mut self, consumer: &StreamConsumer<Context>, topic: &str, full: BTreeSet<i32>) {
+        if full == self.0 {
+            return;
+        }
+        let pause: Vec<i32> = full.difference(&self.0).copied().collect();
+        let resume: Vec<i32> = self.0.difference(&full).copied().collect();
+        if !pause.is_empty() {
+            match consumer.pause(&partition_list(topic, &pause)) {
+                Ok(()) => tracing::debug!(partitions = ?pause, "Paused reading: their next batch is full."),
+                Err(err) => tracing::warn!(partitions = ?pause, error = %err, "Cannot pause partitions."),
+            }
+        }
+        if !resume.is_empty() {
+            match consumer.resume(&partition_list(topic, &resume)) {
+                Ok(()) => tracing::debug!(partitions = ?resume, "Resumed reading."),
+                Err(err) => tracing::warn!(partitions = ?resume, error = %err, "Cannot resume partitions."),
+            }
+        }
+        self.0 = full;
+    }
+
+    /// Forgets and resumes (re)assigned partitions: their waiting records were dropped, so none is full.
+    fn reassigned(&mut self, consumer: &StreamConsumer<Context>, topic: &str, partitions: &[i32]) {
+        let resume: Vec<i32> = partitions.iter().copied().filter(|p| self.0.remove(p)).collect();
+        if !resume.is_empty()
+            && let Err(err) = consumer.resume(&partition_list(topic, &resume))
+        {
+            tracing::warn!(partitions = ?resume, error = %err, "Cannot resume reassigned partitions.");
+        }
+    }
+}
+
+fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for partition in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
+/// The backoff of every retry of the processor: from 100 ms, doubling, jittered, at most 10 s between tries.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        // Jitter adds up to the delay again: at most 10 s between tries.
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 async fn sleep_until(due: Option<Instant>) {

@@ -89,7 +89,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Both URLs are checked before anything connects, so a bad one is refused by name at once.
     let leader_options = args.database.leader_options()?;
     let start = async {
-        let pool = args.database.connect().await?;
+        // The topics come first: the pool is sized from the results topic's partitions.
+        args.kafka.prepare_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter], &args.topics).await?;
+        let partitions = args.kafka.partition_count(&args.kafka.results_topic).await?;
+        let pool = args.database.connect_for_partitions(partitions).await?;
         if args.no_migrate {
             store::require_current_schema(&pool).await?;
         } else {
@@ -98,7 +101,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut tx = pool.begin().await?;
         store::breaker::ensure(&mut tx, &args.pipeline.breaker).await?;
         tx.commit().await?;
-        args.kafka.prepare_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter], &args.topics).await?;
         let listener = tokio::net::TcpListener::bind(args.http.addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.http.addr))?;
@@ -171,10 +173,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let breakers = vec![args.pipeline.breaker.clone()];
+    let mut settings = args.pipeline;
+    if settings.static_membership && settings.group_instance_id.is_none() {
+        let id = args.identity.explicit_instance().context(
+            "COSTSIM_STATIC_MEMBERSHIP=true needs INSTANCE_ID (or --instance), unique per replica, or \
+             COSTSIM_GROUP_INSTANCE_ID",
+        )?;
+        settings.group_instance_id = Some(id);
+    }
+    match &settings.group_instance_id {
+        Some(id) => tracing::info!(group_instance_id = %id,
+            "Static group membership: a restart with this id gets its partitions back without a rebalance; a second \
+             process with it fences this one out."),
+        None => tracing::debug!("Dynamic group membership (no COSTSIM_GROUP_INSTANCE_ID)."),
+    }
     let pipeline = Pipeline {
         pool: pool.clone(),
         kafka: args.kafka,
-        settings: args.pipeline,
+        settings,
         engine: engine.clone(),
         apply: apply.clone(),
         metrics: metrics.clone(),

@@ -25,6 +25,32 @@ pub(super) async fn connect(options: &PgConnectOptions, lock: LeaderLock) -> Res
     options.clone().application_name(&format!("costsim-breaker leader {}", lock.job())).connect().await
 }
 
+/// Ends the session of a holder whose lease went without a heartbeat for `stale_after`, when that session still
+/// holds the lock; returns its backend pid. Such a holder has given up leading by its own check timeout long
+/// before, but its server session lives on when the connection went half-open (a stopped proxy or a partitioned
+/// network keeps the server's socket open, and TCP keepalives go unanswered only when the peer host is gone), and
+/// with it the lock, so no other contender could ever take over.
+pub(super) async fn end_stale_holder(
+    conn: &mut PgConnection,
+    lock: LeaderLock,
+    stale_after: std::time::Duration,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        // Materialized, so no session is signalled before both conditions hold.
+        "WITH stale AS MATERIALIZED ( \
+             SELECT l.backend_pid FROM costsim_leader_leases l \
+             WHERE l.lock_id = $1 AND l.heartbeat_at < now() - make_interval(secs => $2) \
+             AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = l.backend_pid AND granted \
+                 AND classid = 0 AND objid = $1::oid AND objsubid = 1)) \
+         SELECT backend_pid FROM stale WHERE pg_terminate_backend(backend_pid)",
+    )
+    .persistent(false)
+    .bind(lock.id())
+    .bind(stale_after.as_secs_f64())
+    .fetch_optional(conn)
+    .await
+}
+
 impl LeaderSession {
     /// Opens a dedicated connection and tries the lock once; `None` when another session holds it.
     pub async fn try_acquire(

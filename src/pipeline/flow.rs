@@ -3,7 +3,7 @@
 //! what was read from its old position, and each batch says from which offset librdkafka's delivery of its
 //! records was continuous, so the batch can tell offsets that hold no readable record from records never read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
@@ -60,6 +60,9 @@ pub struct Flow {
     seeking: HashMap<i32, i64>,
     /// Per partition, the offset after the last record delivered in the current continuous read.
     next: HashMap<i32, i64>,
+    /// Partitions (re)assigned while a batch of theirs was committing: that batch belongs to the old read, so the
+    /// seek it may ask for when it settles must not steer the new one.
+    superseded: HashSet<i32>,
 }
 
 impl Flow {
@@ -109,9 +112,10 @@ impl Flow {
         self.pending.iter().filter(|(p, _)| !self.busy.contains(p)).map(|(_, b)| b.since + max_wait).min()
     }
 
-    /// Whether some batch is full (it waits only for its partition's commit in flight).
-    pub fn has_full(&self, max_records: usize) -> bool {
-        self.pending.values().any(|b| b.batch.records.len() >= max_records)
+    /// The partitions whose waiting batch is full (it waits only for its partition's commit in flight): reading
+    /// them pauses until that batch starts, so memory stays bounded while the other partitions go on.
+    pub fn full(&self, max_records: usize) -> BTreeSet<i32> {
+        self.pending.iter().filter(|(_, b)| b.batch.records.len() >= max_records).map(|(p, _)| *p).collect()
     }
 
     /// Whether nothing is waiting and nothing is committing.
@@ -122,6 +126,9 @@ impl Flow {
     /// Records that a partition's batch finished; `seek` is the offset it must be read from again, if any.
     pub fn settle(&mut self, partition: i32, seek: Option<i64>) {
         self.busy.remove(&partition);
+        if self.superseded.remove(&partition) {
+            return;
+        }
         if let Some(offset) = seek {
             // What was read after the refused batch continues the old position: read it again from `offset`.
             self.pending.remove(&partition);
@@ -133,9 +140,12 @@ impl Flow {
     /// Forgets what was read of partitions (re)assigned to this consumer: librdkafka starts them afresh at the
     /// group's committed offset, so what follows is a new read. Records still waiting from the earlier assignment
     /// are dropped (the fence makes the partition read them again if they were not applied), so no batch spans two
-    /// reads.
+    /// reads. A batch of theirs still committing finishes, and the partition gets no other batch before it settles.
     pub fn reassigned(&mut self, partitions: &[i32]) {
         for partition in partitions {
+            if self.busy.contains(partition) {
+                self.superseded.insert(*partition);
+            }
             self.pending.remove(partition);
             self.seeking.remove(partition);
             self.next.remove(partition);
@@ -170,7 +180,7 @@ mod tests {
         assert_eq!(offsets(&first[0].1), [0, 1, 2]);
         (3..6).for_each(|o| flow.push(record(0, o)));
         flow.push(record(1, 0));
-        assert!(flow.has_full(2));
+        assert_eq!(flow.full(2), BTreeSet::from([0]));
         let next = flow.ready(2, Duration::ZERO);
         assert_eq!(next.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1], "partition 0 is still committing");
         assert!(flow.due(Duration::ZERO).is_none(), "nothing can start, so nothing is due");
@@ -242,6 +252,31 @@ mod tests {
         let (zero, one) = (&batches[0].1, &batches[1].1);
         assert_eq!((offsets(zero), zero.continuous_from), (vec![9], None));
         assert_eq!(offsets(one), [7], "other partitions keep their batches");
+    }
+
+    #[test]
+    fn a_batch_of_the_old_read_that_settles_after_a_new_assignment_does_not_steer_the_new_read() {
+        let mut flow = Flow::default();
+        (0..3).for_each(|o| flow.push(record(0, o)));
+        let _ = flow.ready(1, Duration::ZERO);
+        flow.reassigned(&[0]);
+        // The new read starts at the group's committed offset, which may lie past the old batch's seek target.
+        flow.push(record(0, 20));
+        assert!(flow.ready(1, Duration::ZERO).is_empty(), "the old batch is still committing");
+        flow.settle(0, Some(3));
+        let batch = flow.ready(1, Duration::ZERO).remove(0).1;
+        assert_eq!((offsets(&batch), batch.continuous_from), (vec![20], None));
+    }
+
+    #[test]
+    fn only_the_partitions_with_a_full_batch_count_as_full() {
+        let mut flow = Flow::default();
+        (0..3).for_each(|o| flow.push(record(0, o)));
+        flow.push(record(1, 0));
+        (0..3).for_each(|o| flow.push(record(2, o)));
+        assert_eq!(flow.full(3), BTreeSet::from([0, 2]));
+        let _ = flow.ready(3, Duration::from_secs(60));
+        assert!(flow.full(3).is_empty(), "full batches left for their commits");
     }
 
     #[test]

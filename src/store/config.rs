@@ -23,10 +23,26 @@ pub struct DatabaseConfig {
     #[arg(long = "database-url-file", env = "DATABASE_URL_FILE", value_name = "PATH",
         value_parser = UrlFile::database_url)]
     url_file: Option<UrlFile>,
-    /// Largest number of pooled connections.
-    #[arg(long = "db-pool-size", env = "COSTSIM_DB_POOL_SIZE", default_value_t = 8,
-        value_parser = clap::value_parser!(u32).range(1..))]
-    pub pool_size: u32,
+    /// Largest number of pooled connections [default: for `run`, one per partition of the results topic plus one
+    /// per job (see the README); for other commands, 8]. Connections open only when needed.
+    #[arg(long = "db-pool-size", env = "COSTSIM_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_size: Option<u32>,
+    /// Milliseconds a statement of a pooled session may run before PostgreSQL cancels it (`statement_timeout`;
+    /// 0 leaves the server's setting). A cancelled batch is retried.
+    #[arg(long = "db-statement-timeout-ms", env = "COSTSIM_DB_STATEMENT_TIMEOUT_MS", default_value_t = 60_000)]
+    pub statement_timeout_ms: u64,
+    /// Milliseconds a pooled session waits for a lock before its statement fails (`lock_timeout`; 0 leaves the
+    /// server's setting), so a stuck holder or a queued DROP cannot hold up batches for ever.
+    #[arg(long = "db-lock-timeout-ms", env = "COSTSIM_DB_LOCK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub lock_timeout_ms: u64,
+    /// Milliseconds a pooled session may sit idle inside a transaction before PostgreSQL ends it
+    /// (`idle_in_transaction_session_timeout`; 0 leaves the server's setting), releasing its locks.
+    #[arg(
+        long = "db-idle-in-transaction-timeout-ms",
+        env = "COSTSIM_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub idle_in_transaction_timeout_ms: u64,
     /// Direct PostgreSQL URL for leader locks and migrations, which hold session-level advisory locks; set it when
     /// DATABASE_URL points at a pooler in transaction mode (PgBouncer). Default: DATABASE_URL.
     #[arg(long = "leader-database-url", env = "COSTSIM_LEADER_DATABASE_URL", hide_env_values = true)]
@@ -45,11 +61,21 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &self.url.as_deref().map(redact))
             .field("url_file", &self.url_file)
             .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field("idle_in_transaction_timeout_ms", &self.idle_in_transaction_timeout_ms)
             .field("leader_url", &self.leader_url.as_deref().map(redact))
             .field("leader_url_file", &self.leader_url_file)
             .finish()
     }
 }
+
+/// The pool size of commands other than `run`.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// Connections `run` needs beside its batches (at most one per partition at a time): the judging pass and a
+/// partition registration, the relay, the alert drainer, the canary, storage maintenance, the timers and the
+/// metrics refresher (one each), and two for the HTTP handlers and the health probe.
+pub const RUN_JOB_CONNECTIONS: u32 = 10;
 
 /// A URL setting, by its environment variable and flag.
 #[derive(Clone, Copy)]
@@ -167,8 +193,48 @@ impl DatabaseConfig {
         Ok(self.pool_source()?.0)
     }
 
-    /// Opens a pool, failing fast when the database cannot be reached.
+    /// Opens a pool of [`Self::pool_size`] connections (8 unless set), failing fast when the database cannot be
+    /// reached.
     pub async fn connect(&self) -> anyhow::Result<PgPool> {
+        self.connect_sized(self.pool_size.unwrap_or(DEFAULT_POOL_SIZE)).await
+    }
+
+    /// Opens `run`'s pool: [`Self::pool_size`] if set, else room for a batch of each of `partitions` at once
+    /// beside every job (see [`RUN_JOB_CONNECTIONS`]). A size set below that is used, with a warning.
+    pub async fn connect_for_partitions(&self, partitions: usize) -> anyhow::Result<PgPool> {
+        let needed = u32::try_from(partitions).unwrap_or(u32::MAX).saturating_add(RUN_JOB_CONNECTIONS);
+        let size = match self.pool_size {
+            Some(size) if size < needed => {
+                tracing::warn!(
+                    pool_size = size,
+                    partitions,
+                    needed,
+                    "COSTSIM_DB_POOL_SIZE is below one connection per partition plus one per job: batches and jobs \
+                     will wait for connections."
+                );
+                size
+            }
+            Some(size) => size,
+            None => needed,
+        };
+        tracing::info!(pool_size = size, partitions, "Opening the PostgreSQL pool.");
+        self.connect_sized(size).await
+    }
+
+    /// The session settings every pooled connection starts with, as PostgreSQL parameters (0: not sent).
+    pub fn session_settings(&self) -> Vec<(&'static str, String)> {
+        [
+            ("statement_timeout", self.statement_timeout_ms),
+            ("lock_timeout", self.lock_timeout_ms),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout_ms),
+        ]
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0)
+        .map(|(name, ms)| (name, format!("{ms}ms")))
+        .collect()
+    }
+
+    async fn connect_sized(&self, size: u32) -> anyhow::Result<PgPool> {
         let (url, setting) = self.pool_source()?;
         let (options, tls) = parse_url(&url, &setting)?;
         // Named so that operators find the pool's sessions in pg_stat_activity (and pg_stat_ssl), unless the URL
@@ -177,8 +243,10 @@ impl DatabaseConfig {
             Some(_) => options,
             None => options.application_name("costsim-breaker"),
         };
+        // Startup parameters rather than SET, so they hold from the first statement and survive no RESET.
+        let options = options.options(self.session_settings());
         PgPoolOptions::new()
-            .max_connections(self.pool_size)
+            .max_connections(size)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -244,7 +312,10 @@ mod tests {
         DatabaseConfig {
             url: url.map(Into::into),
             url_file: None,
-            pool_size: 1,
+            pool_size: Some(1),
+            statement_timeout_ms: 60_000,
+            lock_timeout_ms: 0,
+            idle_in_transaction_timeout_ms: 1,
             leader_url: leader.map(Into::into),
             leader_url_file: None,
         }
@@ -252,6 +323,15 @@ mod tests {
 
     fn file_of(url: &str) -> UrlFile {
         UrlFile { path: "/run/secrets/db".into(), url: url.into() }
+    }
+
+    #[test]
+    fn session_settings_are_sent_in_milliseconds_and_zero_leaves_the_server_setting() {
+        let settings = config(Some("postgres://localhost/db"), None).session_settings();
+        assert_eq!(
+            settings,
+            [("statement_timeout", "60000ms".to_owned()), ("idle_in_transaction_session_timeout", "1ms".to_owned())]
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod relay;
 mod reports;
 mod runtime_role;
 mod secure_kafka;
+mod stalls;
 mod storage;
 #[path = "../common/tansu.rs"]
 mod tansu;

@@ -298,6 +298,7 @@ mod tests {
             schema_error_threshold: 5,
             window_start: DateTime::UNIX_EPOCH,
             window_end: DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(300),
+            partitions_behind: Vec::new(),
         }
     }
 

@@ -113,6 +113,11 @@ pub struct Evidence {
     pub window_start: DateTime<Utc>,
     /// End of the window (exclusive).
     pub window_end: DateTime<Utc>,
+    /// Partitions of the results topic whose events had not reached the window's end when it was judged (idle
+    /// ones, passed over after `COSTSIM_IDLE_PARTITION_SECONDS`): the decision was taken without them. Their events
+    /// still land in their buckets later, inside the window, for the decisions after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions_behind: Vec<i32>,
 }
 
 /// What a decision concluded.
@@ -180,6 +185,17 @@ impl Outcome {
     pub fn severity(&self) -> Option<Severity> {
         match self {
             Outcome::Trip { severity, .. } | Outcome::Reopen { severity, .. } => Some(*severity),
+            _ => None,
+        }
+    }
+
+    /// The evidence of an outcome that has one, to complete it with what only the caller knows.
+    pub fn evidence_mut(&mut self) -> Option<&mut Evidence> {
+        match self {
+            Outcome::Warn { evidence }
+            | Outcome::Trip { evidence, .. }
+            | Outcome::Close { evidence, .. }
+            | Outcome::Reopen { evidence, .. } => Some(evidence),
             _ => None,
         }
     }
@@ -342,6 +358,7 @@ fn evidence(window: &WindowSummary, config: &BreakerConfig, consecutive_failures
         schema_error_threshold: config.schema_error_threshold,
         window_start: window.start,
         window_end: window.end,
+        partitions_behind: Vec::new(),
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use crate::breaker::{Breaker, BreakerConfig, decide};
 use crate::event::{BreakerState, BreakerStateChanged};
 use crate::metrics::Metrics;
 use crate::store::breaker::{self, AUTOMATIC_ACTOR, ApplySettings};
-use crate::store::buckets;
+use crate::store::{buckets, offsets};
 use crate::window::WindowSummary;
 
 /// Time between two ticks of [`run`].
@@ -43,6 +43,27 @@ pub enum TimerError {
     },
 }
 
+/// Where the pipeline stands, so probation is not judged over buckets it has not filled yet.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The processor's consumer group.
+    pub group: String,
+    /// The results topic.
+    pub topic: String,
+    /// `COSTSIM_IDLE_PARTITION_SECONDS`, as the merged watermark uses it.
+    pub idle_seconds: f64,
+}
+
+/// Whether the pipeline lags at `now`: partitions are registered and their merged watermark is unknown or more
+/// than a bucket behind the wall clock. A probation judged then would count the samples of buckets still
+/// waiting in Kafka as missing and reopen for "too few samples"; it waits instead (a stream that stopped keeps
+/// its breaker half-open until events come again: without them there is no evidence either way).
+pub fn lags(marks: &[offsets::Mark], config: &BreakerConfig, now: DateTime<Utc>) -> bool {
+    !marks.is_empty()
+        && offsets::merged_watermark(marks)
+            .is_none_or(|merged| now - merged > TimeDelta::milliseconds(config.bucket_millis as i64))
+}
+
 /// Whether a wall-clock transition is due at `now`: an open breaker past its `disabled_until` with
 /// auto-recovery on, or a half-open breaker whose probation has elapsed. Never for a closed or latched breaker.
 pub fn due(record: &Breaker, config: &BreakerConfig, now: DateTime<Utc>) -> bool {
@@ -60,12 +81,13 @@ pub async fn tick(
     breakers: &[String],
     config: &BreakerConfig,
     settings: &ApplySettings,
+    progress: &Progress,
     now: DateTime<Utc>,
 ) -> Result<Vec<BreakerStateChanged>, TimerError> {
     let mut changes = Vec::new();
     for name in breakers {
         let failed = |source| TimerError::Database { breaker: name.clone(), source };
-        if let Some(change) = transition(pool, name, config, settings, now).await.map_err(failed)? {
+        if let Some(change) = transition(pool, name, config, settings, progress, now).await.map_err(failed)? {
             tracing::info!(breaker = %name, version = change.version, from = %change.from_state,
                 to = %change.to_state, reason = %change.reason, "Breaker state changed on the clock.");
             changes.push(change);
@@ -84,6 +106,7 @@ async fn transition(
     name: &str,
     config: &BreakerConfig,
     settings: &ApplySettings,
+    progress: &Progress,
     now: DateTime<Utc>,
 ) -> Result<Option<BreakerStateChanged>, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -100,6 +123,14 @@ async fn transition(
     // Another instance, the pipeline or an operator may have acted between the look and the lock.
     if !due(&row.record, config, now) {
         return Ok(None);
+    }
+    if row.record.state == BreakerState::HalfOpen {
+        let marks = offsets::marks(&mut tx, &progress.group, &progress.topic, progress.idle_seconds).await?;
+        if lags(&marks, config, now) {
+            tracing::debug!(breaker = name, merged_watermark = ?offsets::merged_watermark(&marks),
+                "Probation is due but the pipeline lags; judging it once the buckets are filled.");
+            return Ok(None);
+        }
     }
     let (start, end) = row.record.window_bounds(config, now);
     let stored = buckets::load(&mut tx, name, start, end).await?;
@@ -131,6 +162,7 @@ pub async fn run(
     breakers: Vec<String>,
     config: BreakerConfig,
     settings: ApplySettings,
+    progress: Progress,
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
@@ -142,7 +174,7 @@ pub async fn run(
             // A tick cut short by cancellation rolls its transaction back: nothing half-done stays.
             result = async {
                 ticks.tick().await;
-                tick(&pool, &breakers, &config, &settings, Utc::now()).await
+                tick(&pool, &breakers, &config, &settings, &progress, Utc::now()).await
             } => result,
         };
         match result {
@@ -172,6 +204,20 @@ mod tests {
 
     fn open_until(until: Option<DateTime<Utc>>) -> Breaker {
         Breaker { state: BreakerState::Open, disabled_until: until, ..Breaker::closed() }
+    }
+
+    fn mark(watermark: Option<i64>, active: bool) -> offsets::Mark {
+        offsets::Mark { partition: 0, watermark: watermark.map(at), active }
+    }
+
+    #[test]
+    fn the_pipeline_lags_when_its_merged_watermark_is_unknown_or_more_than_a_bucket_behind() {
+        let config = BreakerConfig { bucket_millis: 10_000, ..BreakerConfig::default() };
+        assert!(!lags(&[], &config, at(1000)), "no pipeline registered: the clock alone decides");
+        assert!(lags(&[mark(None, true)], &config, at(1000)));
+        assert!(lags(&[mark(Some(989), true)], &config, at(1000)));
+        assert!(!lags(&[mark(Some(990), true)], &config, at(1000)));
+        assert!(lags(&[mark(Some(100), false)], &config, at(1000)), "a stream that stopped waits too");
     }
 
     #[test]

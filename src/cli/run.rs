@@ -173,6 +173,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let breakers = vec![args.pipeline.breaker.clone()];
+    let progress = timers::Progress {
+        group: args.kafka.group_id.clone(),
+        topic: args.kafka.results_topic.clone(),
+        idle_seconds: args.pipeline.idle_partition_seconds,
+    };
     let mut settings = args.pipeline;
     if settings.static_membership && settings.group_instance_id.is_none() {
         let id = args.identity.explicit_instance().context(
@@ -233,7 +238,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         crate::storage::run_maintenance(p.clone(), settings.clone(), job)
     });
     spawn_leader_job(&mut tasks, leader(LeaderLock::Timers), "recovery timers", move |job| {
-        timers::run(pool.clone(), breakers.clone(), engine.clone(), apply.clone(), metrics.clone(), job)
+        timers::run(
+            pool.clone(),
+            breakers.clone(),
+            engine.clone(),
+            apply.clone(),
+            progress.clone(),
+            metrics.clone(),
+            job,
+        )
     });
 
     let signal = shutdown_signal(&mut term);

@@ -54,7 +54,15 @@ pub async fn closed_buckets(
     for end in ends {
         let (start, stop) = row.record.window_bounds(&p.engine, end);
         let summary = WindowSummary::of_buckets(start, stop, stored.range(start..stop).map(|(at, b)| (*at, b)));
-        let decision = decide(&row.record, &summary, &p.engine, end);
+        let mut decision = decide(&row.record, &summary, &p.engine, end);
+        let behind = offsets::behind(&marks, end);
+        if !behind.is_empty() {
+            tracing::info!(breaker = name, bucket_end = %end, partitions = ?behind,
+                "Judged without partitions whose events have not reached the bucket's end (idle).");
+            if let Some(evidence) = decision.outcome.evidence_mut() {
+                evidence.partitions_behind = behind;
+            }
+        }
         count(p, &decision.outcome);
         let change = breaker::apply(tx, &row, &decision, breaker::AUTOMATIC_ACTOR, &p.apply, end, Some(end)).await?;
         if let Some(change) = change {

@@ -43,6 +43,12 @@ pub fn merged_watermark(marks: &[Mark]) -> Option<DateTime<Utc>> {
     active.iter().map(|m| m.watermark).collect::<Option<Vec<_>>>()?.into_iter().min()
 }
 
+/// The partitions whose events had not reached `end` (idle ones the merged watermark passed over, or never
+/// consumed): a decision for the bucket ending at `end` is taken without them.
+pub fn behind(marks: &[Mark], end: DateTime<Utc>) -> Vec<i32> {
+    marks.iter().filter(|m| m.watermark.is_none_or(|w| w < end)).map(|m| m.partition).collect()
+}
+
 /// Registers partitions as a processor starts or is assigned them: creates their rows (never consumed yet) and
 /// marks existing ones as moving now.
 pub async fn register(
@@ -191,6 +197,13 @@ mod tests {
     #[test]
     fn when_every_partition_is_idle_the_newest_event_time_counts() {
         assert_eq!(merged_watermark(&[mark(0, at(50), false), mark(1, at(70), false)]), at(70));
+    }
+
+    #[test]
+    fn the_partitions_behind_a_bucket_end_are_the_idle_ones_short_of_it() {
+        let marks = [mark(0, at(50), true), mark(1, at(10), false), mark(2, None, false), mark(3, at(40), false)];
+        assert_eq!(behind(&marks, at(40).unwrap()), [1, 2], "a partition at the end itself is not behind");
+        assert!(behind(&marks[..1], at(50).unwrap()).is_empty());
     }
 
     #[test]

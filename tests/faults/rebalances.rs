@@ -1,13 +1,15 @@
-//! Rebalances and leaders (issue 8, part 3): a second and a third processor join the group and leave it while a
+//! Rebalances and leaders: a second and a third processor join the group and leave it while a
 //! stream is consumed, and the run decides exactly as a run without them; and the
 //! leader's database connections are killed (`pg_terminate_backend`): another instance takes each job over within
-//! 10 s, the old one stops its leader work, and the jobs' work (state events, alerts) is still all done.
+//! 10 s, the old one stops its leader work, and the jobs' work (state events, alerts) is still all done; and the
+//! leader's connections go half-open (a frozen proxy): another instance leads every job within 15 s.
 
 use std::time::{Duration, Instant};
 
 use crate::support::oracle::{audit, decisions, topic_ends};
 use crate::support::processor::{Launch, Processor};
 use crate::support::report::Row;
+use crate::support::services::StoppableProxy;
 use crate::support::stream::{Stream, future_launch, produce};
 use crate::support::{
     DEADLINE, Database, committed_at_least, committed_beyond, env_u64, other_group, poll, private_kafka, run_deadline,
@@ -197,6 +199,107 @@ async fn leader_kills(kills: u64, test: &'static str) {
     }
     .submit();
     db.drop_now().await;
+}
+
+/// How soon another instance must lead after the leader's connections go half-open.
+const HALF_OPEN_TAKEOVER: Duration = Duration::from_secs(15);
+
+async fn half_open_leader(rounds: u64, test: &'static str) {
+    let db = Database::shared().await;
+    let (_broker, kafka) = private_kafka().await;
+    let alertmanager = std::env::var("ALERTMANAGER_URL").expect("ALERTMANAGER_URL is set (scripts/stack env)");
+    let settings =
+        ["bucket_seconds=1", "window_seconds=10", "probation_seconds=5", "min_samples=20", "disable_ttl_seconds=3600"];
+    let direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap_or(5432));
+    let launch = Launch::new(&kafka, &db.url, &settings).alerts_to(&alertmanager);
+    let mut takeovers = Vec::new();
+    let mut ended = 0;
+    let mut held = Vec::new();
+    for round in 0..rounds {
+        // The leader's dedicated connections go through a proxy that will be frozen; its pool does not.
+        let proxy = StoppableProxy::start(&upstream).await;
+        let mut via = direct.clone();
+        via.set_host(Some("127.0.0.1")).unwrap();
+        via.set_port(Some(proxy.port)).unwrap();
+        let names = [format!("{}-lead{round}", kafka.group_id), format!("{}-next{round}", kafka.group_id)];
+        let leader = Processor::start(&launch.clone().env("COSTSIM_LEADER_DATABASE_URL", via.as_str()), &names[0]);
+        held = poll("the first instance leads every job", DEADLINE, async || {
+            let l = leases(&db).await;
+            let all = l.len() == costsim_breaker::leader::LeaderLock::ALL.len()
+                && l.iter().all(|l| l.2.starts_with(&format!("{}/", names[0])));
+            all.then_some(l)
+        })
+        .await;
+        let standby = Processor::start(&launch, &names[1]);
+        poll("the second instance stands by for every job", DEADLINE, async || {
+            let states = [STANDING_BY, "Became leader."];
+            held.iter().all(|l| standby.last_of(&l.1, &states).as_deref() == Some(STANDING_BY)).then_some(())
+        })
+        .await;
+        let frozen_at = Instant::now();
+        proxy.freeze();
+        let took = poll(
+            &format!("round {}: the second instance leads every job", round + 1),
+            HALF_OPEN_TAKEOVER,
+            async || {
+                let now = leases(&db).await;
+                let taken =
+                    held.iter().all(|h| now.iter().any(|l| l.0 == h.0 && l.2.starts_with(&format!("{}/", names[1]))));
+                taken.then(|| frozen_at.elapsed())
+            },
+        )
+        .await;
+        let lost = held
+            .iter()
+            .filter(|l| leader.count("Lost leadership; stopped the job.", |f| f["job"] == *l.1.as_str()) > 0)
+            .count();
+        assert_eq!(lost, held.len(), "the old leader stopped each of its jobs by its own check");
+        ended +=
+            standby.count("The leader's lease went without a heartbeat: ended its session to take over.", |_| true);
+        takeovers.push(took);
+        proxy.thaw();
+        leader.terminate().await;
+        standby.terminate().await;
+    }
+    assert!(ended >= held.len(), "each takeover ended the stale holder's session ({ended} for {} jobs)", held.len());
+    Row {
+        scenario: "the leader's database connections half-open (its TCP proxy stopped with SIGSTOP)".into(),
+        runs: rounds,
+        events: 0,
+        lost: 0,
+        duplicated: 0,
+        decision_mismatches: 0,
+        recoveries: takeovers,
+        recovery_measures: "proxy frozen to the other instance holding every job the old leader held",
+        test,
+        notes: format!(
+            "leases {held:?}; the old leader stopped each job at its own check timeout; the new one ended the stale \
+             sessions ({ended} terminations) once their leases went 8 s without a heartbeat"
+        ),
+    }
+    .submit();
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_a_half_open_leader_connection_hands_every_job_to_another_instance_within_15_s() {
+    half_open_leader(
+        1,
+        "rebalances::short_a_half_open_leader_connection_hands_every_job_to_another_instance_within_15_s",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "long form (COSTSIM_FAULTS_KILLS / 4 rounds): scripts/faults"]
+async fn long_a_half_open_leader_connection_hands_every_job_to_another_instance_within_15_s() {
+    let rounds = (env_u64("COSTSIM_FAULTS_KILLS", 20) / 4).max(1);
+    half_open_leader(
+        rounds,
+        "rebalances::long_a_half_open_leader_connection_hands_every_job_to_another_instance_within_15_s",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

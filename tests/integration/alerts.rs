@@ -107,6 +107,7 @@ fn evidence(p95: f64, failures: u32) -> Evidence {
         schema_error_threshold: 5,
         window_start: now - TimeDelta::seconds(300),
         window_end: now,
+        partitions_behind: Vec::new(),
     }
 }
 

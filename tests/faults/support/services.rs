@@ -280,3 +280,57 @@ impl Drop for PrivateAlertmanager {
         self.stop();
     }
 }
+
+/// A socat TCP proxy in a process group of its own, so that SIGSTOP freezes it and every connection it forked: the
+/// connections through it go half-open (both ends' sockets stay open, nothing flows), which a terminated backend or
+/// a closed socket never produces.
+pub struct StoppableProxy {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl StoppableProxy {
+    /// Forwards 127.0.0.1:<fresh port> to `upstream` (`host:port`), and waits until it accepts.
+    pub async fn start(upstream: &str) -> StoppableProxy {
+        use std::os::unix::process::CommandExt as _;
+        let port = free_port();
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("TCP:{upstream}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("socat (scripts/stack up installs it)");
+        poll("the proxy accepts", DEADLINE, async || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
+        .await;
+        StoppableProxy { child, port }
+    }
+
+    fn signal(&self, signal: &str) {
+        let group = format!("-{}", self.child.id());
+        run(Command::new("kill").args([signal, "--", &group]));
+    }
+
+    /// Freezes the proxy and its connections.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets them go on.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for StoppableProxy {
+    fn drop(&mut self) {
+        // Continued first: a stopped process group would hold its sockets until the kill is delivered.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-CONT", "--", &group]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,9 @@
-//! Crashes (issue 8, part 1): a processor killed with SIGKILL at random points while a stream flows, restarted each
+//! Crashes: a processor killed with SIGKILL at random points while a stream flows, restarted each
 //! time, against a processor that runs the same events without a kill. Afterwards the killed run has one
 //! provenance row per record of the topic (no gap in any partition's offsets, no duplicate), and exactly the
-//! incidents, state events, alert rows and final breaker row of the run without kills.
+//! incidents, state events, alert rows and final breaker row of the run without kills. Killed under dynamic
+//! membership, the replacement starts one session timeout later; under static membership (the same
+//! `group.instance.id`), at once, and takes the partitions back without waiting for the session to expire.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,16 @@ use crate::support::{
     Database, committed_at_least, committed_beyond, env_u64, other_group, private_kafka, run_deadline,
 };
 
-async fn crash_scenario(events: u64, kills: u64, test: &'static str) {
+/// How the killed processor's replacements join the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// A new member each time, started one session timeout after the kill.
+    Dynamic,
+    /// The same `group.instance.id` each time (`COSTSIM_GROUP_INSTANCE_ID`), restarted at once.
+    Static,
+}
+
+async fn crash_scenario(events: u64, kills: u64, membership: Membership, test: &'static str) {
     let (_broker, kafka) = private_kafka().await;
     let stream = Stream::future(events, 8);
     let started = Instant::now();
@@ -31,12 +42,15 @@ async fn crash_scenario(events: u64, kills: u64, test: &'static str) {
     let reference = Processor::start(&future_launch(&other_group(&kafka, "reference"), &reference_db.url), "reference");
     committed_at_least(&reference_db, n, deadline).await;
     reference.terminate().await;
-    let crashed = future_launch(&kafka, &crashed_db.url);
+    let crashed = match membership {
+        Membership::Dynamic => future_launch(&kafka, &crashed_db.url),
+        Membership::Static => future_launch(&kafka, &crashed_db.url).env("COSTSIM_GROUP_INSTANCE_ID", "crashed"),
+    };
     let mut rng = StdRng::seed_from_u64(20_261_127);
     let (mut recoveries, mut kill_points) = (Vec::new(), Vec::new());
     let mut at_kill: Option<(Instant, i64)> = None;
     for i in 0..=kills {
-        if at_kill.is_some() {
+        if at_kill.is_some() && membership == Membership::Dynamic {
             // A supervisor's restart delay of one session timeout: a replacement that joins while the broker still
             // counts the killed member may find it the leader of the next generation, and tansu 0.6.0 then hands the
             // replacement no partition at all (docs/RELIABILITY.md). The partitions could not move earlier anyway.
@@ -75,15 +89,22 @@ async fn crash_scenario(events: u64, kills: u64, test: &'static str) {
     }
     assert_eq!((clean.lost, clean.duplicated), (0, 0), "the run without kills is complete: {clean:?}");
     assert!(expected.trips() >= 1, "the stream trips the breaker: {expected:#?}");
+    let scenario = match membership {
+        Membership::Dynamic => "kill -9 the processor at random points",
+        Membership::Static => "kill -9 the processor at random points, restarted at once under static membership",
+    };
     Row {
-        scenario: "kill -9 the processor at random points".into(),
+        scenario: scenario.into(),
         runs: kills,
         events: n,
         lost: killed.lost,
         duplicated: killed.duplicated,
         decision_mismatches: mismatches,
         recoveries,
-        recovery_measures: "kill to the first commit beyond the killed run's last one",
+        recovery_measures: match membership {
+            Membership::Dynamic => "kill to the first commit beyond the killed run's last one (restart after 10 s)",
+            Membership::Static => "kill to the first commit beyond the killed run's last one (restart at once)",
+        },
         test,
         notes: format!(
             "killed at {kill_points:?} committed records; {} incidents, {} state events ({} trips), {} alert rows, \
@@ -105,7 +126,19 @@ async fn short_kill_9_at_random_points_loses_and_duplicates_nothing_and_decides_
     crash_scenario(
         20_000,
         3,
+        Membership::Dynamic,
         "crashes::short_kill_9_at_random_points_loses_and_duplicates_nothing_and_decides_as_without_kills",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_kill_9_under_static_membership_restarts_at_once_and_loses_and_duplicates_nothing() {
+    crash_scenario(
+        20_000,
+        3,
+        Membership::Static,
+        "crashes::short_kill_9_under_static_membership_restarts_at_once_and_loses_and_duplicates_nothing",
     )
     .await;
 }
@@ -117,6 +150,7 @@ async fn long_kill_9_at_random_points_loses_and_duplicates_nothing_and_decides_a
     crash_scenario(
         events,
         kills,
+        Membership::Dynamic,
         "crashes::long_kill_9_at_random_points_loses_and_duplicates_nothing_and_decides_as_without_kills",
     )
     .await;

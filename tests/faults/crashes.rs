@@ -89,6 +89,7 @@ async fn crash_scenario(events: u64, kills: u64, membership: Membership, test: &
     }
     assert_eq!((clean.lost, clean.duplicated), (0, 0), "the run without kills is complete: {clean:?}");
     assert!(expected.trips() >= 1, "the stream trips the breaker: {expected:#?}");
+    assert!(!expected.buckets.is_empty(), "the buckets the windows counted are compared too");
     let scenario = match membership {
         Membership::Dynamic => "kill -9 the processor at random points",
         Membership::Static => "kill -9 the processor at random points, restarted at once under static membership",

@@ -1,8 +1,11 @@
 //! What a run left behind, counted against what was produced: lost and duplicated events (provenance rows against
 //! the topic's offsets), and the decisions (incidents, state events, alerts, final breaker row) in a form two runs
-//! over the same events can be compared in.
+//! over the same events can be compared in, with the drift samples each bucket counted.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use costsim_breaker::kafka::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -73,6 +76,8 @@ pub struct Decisions {
     pub alerts: Vec<Value>,
     /// The breaker row at the end.
     pub breaker: Value,
+    /// Drift samples per bucket start, merged over the partitions: what the windows counted.
+    pub buckets: BTreeMap<DateTime<Utc>, i64>,
 }
 
 impl Decisions {
@@ -90,6 +95,24 @@ impl Decisions {
             + diff(&self.state_events, &other.state_events)
             + diff(&self.alerts, &other.alerts)
             + usize::from(self.breaker != other.breaker)
+            + self.bucket_differences(other)
+    }
+
+    /// Buckets whose sample counts differ, over the span both runs still hold (the timers prune old buckets on
+    /// their own schedule); a bucket one run lacks inside that span counts 0 samples.
+    pub fn bucket_differences(&self, other: &Decisions) -> usize {
+        let (Some((a_first, _)), Some((b_first, _))) =
+            (self.buckets.first_key_value(), other.buckets.first_key_value())
+        else {
+            return self.buckets.len().max(other.buckets.len());
+        };
+        let from = *a_first.max(b_first);
+        let starts: std::collections::BTreeSet<&DateTime<Utc>> =
+            self.buckets.range(from..).chain(other.buckets.range(from..)).map(|(at, _)| at).collect();
+        starts
+            .into_iter()
+            .filter(|at| self.buckets.get(at).unwrap_or(&0) != other.buckets.get(at).unwrap_or(&0))
+            .count()
     }
 }
 
@@ -131,12 +154,19 @@ pub async fn decisions(db: &Database) -> Decisions {
     .fetch_one(&db.pool)
     .await
     .unwrap();
+    let buckets: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT bucket_start, sum(sample_count)::bigint FROM costsim_drift_buckets GROUP BY bucket_start",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     let clean = |v: Value| normalize(v, &ids);
     Decisions {
         incidents: incidents.into_iter().map(|(v, _)| clean(v)).collect(),
         state_events: state_events.into_iter().map(|(v,)| clean(v)).collect(),
         alerts: alerts.into_iter().map(|(v,)| clean(v)).collect(),
         breaker: clean(breaker.0),
+        buckets: buckets.into_iter().collect(),
     }
 }
 

@@ -343,3 +343,42 @@ async fn sigterm_commits_what_was_read_and_exits_cleanly(pool: PgPool) {
         .unwrap();
     assert_eq!(next, 500, "every record read was committed");
 }
+
+#[sqlx::test]
+async fn a_decision_taken_while_partitions_are_idle_names_them_in_its_evidence(pool: PgPool) {
+    let kafka = fresh_kafka();
+    kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
+    // Every event goes to partition 0: partitions 1 and 2 never move, so after the idle timeout the merged
+    // watermark passes them over and each decision is taken without them.
+    let producer = kafka.producer().unwrap();
+    let events = spike(3000, 150.0, 17);
+    let payloads: Vec<Vec<u8>> = events.iter().map(encode_simulation_result).collect();
+    // Sent all at once and awaited together: one delivery at a time would take minutes.
+    let sends = events.iter().zip(&payloads).map(|(e, payload)| {
+        let record = rdkafka::producer::FutureRecord::to(&kafka.results_topic)
+            .partition(0)
+            .key(e.tenant_id.as_bytes())
+            .payload(payload);
+        producer.send(record, Duration::from_secs(30))
+    });
+    for delivery in futures::future::join_all(sends).await {
+        delivery.map_err(|(e, _)| e).unwrap();
+    }
+    let mut cmd = command(&kafka);
+    cmd.arg("run")
+        .env("DATABASE_URL", app_url(&pool))
+        .env("RUST_LOG", "warn")
+        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
+        .env("COSTSIM_IDLE_PARTITION_SECONDS", "2");
+    if let Some(leader) = crate::helpers::leader_url_for(&app_url(&pool)) {
+        cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
+    }
+    for s in FAST {
+        cmd.args(["--set", s]);
+    }
+    let _run = Processor(cmd.spawn().unwrap());
+    assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_cb_incidents", 1).await, 1);
+    let evidence: serde_json::Value =
+        sqlx::query_scalar("SELECT evidence FROM costsim_cb_incidents").fetch_one(&pool).await.unwrap();
+    assert_eq!(evidence["partitions_behind"], serde_json::json!([1, 2]), "{evidence}");
+}

@@ -19,6 +19,7 @@ mod bad_input;
 mod child;
 mod crashes;
 mod fuzz;
+mod late;
 mod mock_kafka;
 mod pgbouncer;
 mod poison;

@@ -190,3 +190,40 @@ async fn a_rebalance_during_a_postgres_outage_neither_ends_the_processor_nor_ove
     }
     let _ = second.kill().await;
 }
+
+#[sqlx::test]
+async fn pooled_sessions_start_with_the_statement_lock_and_idle_in_transaction_timeouts(pool: PgPool) {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        database: costsim_breaker::store::DatabaseConfig,
+    }
+    let url = app_url(&pool);
+    let args = <Args as clap::Parser>::try_parse_from(["test", "--database-url", &url, "--db-lock-timeout-ms", "2500"])
+        .unwrap();
+    let app = args.database.connect().await.unwrap();
+    let mut tx = app.begin().await.unwrap();
+    let mut show = async |name: &str| -> String {
+        sqlx::query_scalar("SELECT current_setting($1)").bind(name).fetch_one(&mut *tx).await.unwrap()
+    };
+    let timeouts = (
+        show("statement_timeout").await,
+        show("lock_timeout").await,
+        show("idle_in_transaction_session_timeout").await,
+    );
+    // Through PgBouncer the startup parameters are dropped (the README says to set them on the role there).
+    if crate::helpers::pooler_addr().is_none() {
+        assert_eq!(timeouts, ("1min".to_owned(), "2500ms".to_owned(), "1min".to_owned()));
+    }
+    tx.rollback().await.unwrap();
+
+    // A statement that waits for a lock longer than lock_timeout fails with 55P03, which the processor retries.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("CREATE TABLE lock_probe (id int)").execute(&pool).await.unwrap();
+    sqlx::query("LOCK TABLE lock_probe IN ACCESS EXCLUSIVE MODE").execute(&mut *holder).await.unwrap();
+    if crate::helpers::pooler_addr().is_none() {
+        let err = sqlx::query("SELECT * FROM lock_probe").fetch_all(&app).await.unwrap_err();
+        assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("55P03"), "{err}");
+    }
+    holder.rollback().await.unwrap();
+}

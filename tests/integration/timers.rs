@@ -113,6 +113,24 @@ async fn a_probation_without_samples_reopens_with_a_doubled_ttl(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_due_probation_waits_while_the_pipeline_lags_and_is_judged_once_it_caught_up(pool: PgPool) {
+    let app = app_pool(&pool).await;
+    disable(&pool, 60).await;
+    at(&app, t(60)).await;
+    // The pipeline's only partition has applied events up to t(60): at t(90) it lags 30 s, three buckets.
+    let mark = "INSERT INTO costsim_consumed_offsets (consumer_group, topic, \"partition\", next_offset, watermark) \
+                VALUES ($1, $2, 0, 100, $3) ON CONFLICT ON CONSTRAINT pk_costsim_consumed_offsets \
+                DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = now()";
+    let progress = progress();
+    sqlx::query(mark).bind(&progress.group).bind(&progress.topic).bind(t(60)).execute(&pool).await.unwrap();
+    assert_eq!(at(&app, t(90)).await, [], "no 'too few samples' reopen while the buckets wait in Kafka");
+    assert_eq!(row(&pool).await.record.state, BreakerState::HalfOpen);
+    // Caught up to within a bucket: the probation is judged (no samples came, so it reopens).
+    sqlx::query(mark).bind(&progress.group).bind(&progress.topic).bind(t(85)).execute(&pool).await.unwrap();
+    assert_eq!(at(&app, t(91)).await, [(BreakerState::HalfOpen, BreakerState::Open)]);
+}
+
+#[sqlx::test]
 async fn a_probation_with_enough_good_samples_closes_and_resolves_the_incident(pool: PgPool) {
     let app = app_pool(&pool).await;
     disable(&pool, 60).await;

@@ -85,20 +85,7 @@ impl SecureBroker {
     }
 
     fn tansu(dir: &TempDir, listen: &str, advertise: &str, authentication: bool) -> Killed {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.0.join("tansu.log")).unwrap();
-        let mut cmd = std::process::Command::new(crate::tansu::binary());
-        cmd.current_dir(&dir.0)
-            .env_remove("SCHEMA_REGISTRY")
-            .env_remove("CLUSTER_ID")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", "warn")
-            .args(["broker", "--listener-url", &format!("tcp://{listen}")])
-            .args(["--advertised-listener-url", &format!("tcp://{advertise}")])
-            .args(["--storage-engine", "sqlite://tansu.db"]);
-        if authentication {
-            cmd.arg("--authentication");
-        }
-        Killed(cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("tansu starts"))
+        Killed(crate::tansu::start(&dir.0, &dir.0.join("tansu.log"), listen, advertise, authentication))
     }
 
     fn brokers(&self) -> String {

@@ -116,13 +116,33 @@ async fn the_view_fails_open_once_it_has_not_confirmed_the_topic_for_longer_than
 }
 
 #[tokio::test]
-async fn the_view_answers_enabled_while_the_broker_is_unreachable() {
+async fn the_view_fails_open_when_its_broker_goes_away_after_it_read_an_open_state() {
+    // A broker of its own, killed mid-test: the shared one must stay up for everyone else.
+    let dir = crate::pki::TempDir::new("costsim-view-tansu");
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut tansu = crate::tansu::start(&dir.0, &dir.0.join("tansu.log"), &address, &address, false);
     let mut kafka = fresh_kafka();
-    kafka.brokers =
-        format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port());
+    kafka.brokers = address;
+    kafka.check_connection().await.expect("the private broker answers");
+    kafka.dlq_topic = kafka.state_topic.clone();
+    kafka.ensure_topics(&[TopicRole::DeadLetter]).await.unwrap();
     let cancel = CancellationToken::new();
-    let view = BreakerView::spawn(&kafka, &kafka.state_topic, ViewConfig::default(), cancel.clone()).unwrap();
-    assert!(!view.is_v2_disabled("costsim_v2") && !view.is_fresh() && view.state("costsim_v2").is_none());
+    let config = ViewConfig { max_age: Duration::from_secs(1) };
+    let view = BreakerView::spawn(&kafka, &kafka.state_topic, config, cancel.clone()).unwrap();
+    publish(&kafka, &[change("costsim_v2", 1, BreakerState::Closed, BreakerState::Open)]).await;
+    eventually("the view answers disabled", || view.is_v2_disabled("costsim_v2")).await;
+
+    // SIGKILL: tansu breaks on its own SIGTERM, and a dead broker is the point.
+    tansu.kill().unwrap();
+    tansu.wait().unwrap();
+    eventually("the view answers enabled once it cannot confirm the topic", || !view.is_v2_disabled("costsim_v2"))
+        .await;
+    let entry = view.state("costsim_v2").unwrap();
+    assert!(
+        entry.change.to_state == BreakerState::Open && !entry.fresh,
+        "the open state is known but stale: {entry:?}"
+    );
     cancel.cancel();
 }
 

@@ -160,23 +160,10 @@ impl PrivateBroker {
 
     /// Starts the (stopped) broker on the same port and storage, and waits until it answers.
     pub async fn start_again(&mut self) {
-        let listener = format!("tcp://{}", self.brokers());
+        let address = self.brokers();
         // The log outlives the folder, for a post-mortem.
         let log = super::processor::log_dir().join(format!("tansu-{}.log", self.port));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(crate::tansu::binary())
-            .current_dir(&self.folder.0)
-            .env_remove("SCHEMA_REGISTRY")
-            .env_remove("CLUSTER_ID")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", "warn")
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db?maintenance_interval=5s"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
+        let child = crate::tansu::start(&self.folder.0, &log, &address, &address, false);
         self.child = Some(child);
         let brokers = self.brokers();
         poll("the private broker answers a metadata request", DEADLINE, async || {

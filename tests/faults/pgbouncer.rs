@@ -143,8 +143,9 @@ async fn one_query(bouncer: &PgPool, mode: Mode, c: u32, i: u32) -> Result<bool,
 /// sqlx 0.9 with `statement-cache-capacity=0` still names its statements (`sqlx_s_N`, per connection, never
 /// closed): only `.persistent(false)` gives the unnamed statement, prepared in a round trip of its own (Parse,
 /// Describe, Sync) before Bind, Execute, Sync. Outside a transaction PgBouncer may hand the second half to another
-/// server connection. This measures each way with more clients (60) than PgBouncer has servers (20).
-async fn contention(pool: PgPool, mode: Mode) {
+/// server connection. This measures each way with more clients (60) than PgBouncer has servers (20), and returns
+/// the queries that answered another statement's result and the errors.
+async fn contention(pool: PgPool, mode: Mode) -> (u32, usize) {
     // sqlx's cache off, as the earlier advice was: it does not stop the naming (the Named row).
     let url = format!("{}?statement-cache-capacity=0", pooled_url(&pool).await);
     let options: PgConnectOptions = url.parse().unwrap();
@@ -179,25 +180,30 @@ async fn contention(pool: PgPool, mode: Mode) {
         errors.first()
     );
     bouncer.close().await;
-    assert_eq!((wrong, errors.len()), (0, 0), "{mode:?}: every query answered its own statement");
+    (wrong, errors.len())
 }
 
+// The first two demonstrate why every statement of `src/` is unnamed and inside a transaction: they pass when
+// PgBouncer mixes the statements up, as it did in every run measured (docs/RELIABILITY.md, note 2).
 #[sqlx::test]
 #[ignore = "long form: needs `scripts/pgbouncer up`"]
 async fn named_statements_through_pgbouncer_under_contention(pool: PgPool) {
-    contention(pool, Mode::Named).await;
+    let (wrong, errors) = contention(pool, Mode::Named).await;
+    assert!(wrong + errors as u32 > 0, "named statements collided on shared server connections: none failed");
 }
 
 #[sqlx::test]
 #[ignore = "long form: needs `scripts/pgbouncer up`"]
 async fn unnamed_statements_outside_transactions_under_contention(pool: PgPool) {
-    contention(pool, Mode::Unnamed).await;
+    let (wrong, errors) = contention(pool, Mode::Unnamed).await;
+    assert!(wrong + errors as u32 > 0, "unnamed statements outside a transaction split across servers: none failed");
 }
 
 #[sqlx::test]
 #[ignore = "long form: needs `scripts/pgbouncer up`"]
 async fn unnamed_statements_inside_transactions_under_contention(pool: PgPool) {
-    contention(pool, Mode::UnnamedInTransaction).await;
+    let (wrong, errors) = contention(pool, Mode::UnnamedInTransaction).await;
+    assert_eq!((wrong, errors), (0, 0), "every query answered its own statement");
 }
 
 /// What an unnamed statement costs on a direct connection, next to sqlx's default (named and cached): the same

@@ -56,3 +56,57 @@ pub mod timers;
 pub mod view;
 /// The rolling event-time window: tumbling buckets of drift sketches and counts, mergeable across partitions.
 pub mod window;
+
+/// The pure core (drift, window, breaker, backtest) imports only itself and the event contracts: no adapter, no I/O
+/// crate, no clock. Checked over the sources, so a new import that breaks the layering fails here.
+#[cfg(test)]
+mod layering {
+    use std::path::{Path, PathBuf};
+
+    /// The core's modules and the only `crate::` paths they may name.
+    const CORE: [&str; 4] = ["drift", "window", "breaker", "backtest"];
+    const ALLOWED: [&str; 5] = ["drift", "window", "breaker", "backtest", "event"];
+    /// Crates that do I/O or read the clock.
+    const ADAPTER_CRATES: [&str; 8] = ["sqlx", "rdkafka", "tokio", "reqwest", "axum", "hyper", "prometheus", "tracing"];
+
+    fn sources(module: &str) -> Vec<PathBuf> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.join(format!("{module}.rs"))];
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for path in entries.map(|e| e.unwrap().path()) {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && path.file_name() != Some("tests.rs".as_ref()) {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn the_core_imports_no_adapter_and_reads_no_clock() {
+        let mut offenders = Vec::new();
+        for module in CORE {
+            for file in sources(module) {
+                let text = std::fs::read_to_string(&file).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or_default();
+                    let named = code.match_indices("crate::").map(|(at, _)| {
+                        code[at + 7..].split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("")
+                    });
+                    let bad_path = named.filter(|m| !m.is_empty() && !ALLOWED.contains(m)).count() > 0;
+                    let bad_crate = ADAPTER_CRATES.iter().any(|c| code.contains(&format!("{c}::")));
+                    let clock =
+                        code.contains("Utc::now") || code.contains("Instant::now") || code.contains("SystemTime");
+                    if bad_path || bad_crate || clock {
+                        offenders.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "the core reaches outside itself:\n{}", offenders.join("\n"));
+    }
+}

@@ -160,7 +160,8 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// The endpoint of an Alertmanager base URL, with or without a trailing slash, and with or without the
-    /// `/api/v2/alerts` suffix already (the older system's two senders disagreed on it, `domain.md` §11.22).
+    /// `/api/v2/alerts` suffix already (the older system's two senders disagreed on it, docs/DOMAIN.md, *11.22
+    /// Alertmanager URL handling*).
     pub fn parse(url: &str) -> Result<Self, AlertConfigError> {
         let invalid = |reason: String| AlertConfigError::InvalidUrl { reason };
         let mut parsed = Url::parse(url.trim()).map_err(|e| invalid(e.to_string()))?;

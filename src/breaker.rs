@@ -11,10 +11,10 @@
 //!                                       └─────────────────────────────────────┘
 //! ```
 //!
-//! Rules that differ from the older system (`domain.md` §11): an open breaker never trips again; the window's
-//! p95 is compared, never a single event; too few samples is an outcome of its own (and breaks a run of
-//! consecutive failures); a failed probation doubles the TTL. `now` is a parameter: replaying the same
-//! summaries at the same times gives the same decisions.
+//! Rules that differ from the older system (docs/DOMAIN.md, *Defects fixed*): an open breaker never trips again; the
+//! window's p95 is compared, never a single event; too few samples is an outcome of its own (and breaks a run of
+//! consecutive failures); a failed probation doubles the TTL. `now` is a parameter: replaying the same summaries at the
+//! same times gives the same decisions.
 
 mod config;
 

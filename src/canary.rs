@@ -1,5 +1,5 @@
-//! The canary: a periodic verdict on V2 over a sample of recent comparisons (`domain.md` §7.1), and when it runs.
-//! Pure: samples, limits and times are parameters.
+//! The canary: a periodic verdict on V2 over a sample of recent comparisons (docs/DOMAIN.md, *The canary*), and when it
+//! runs. Pure: samples, limits and times are parameters.
 //!
 //! A run looks at up to `sample_count` scored comparisons from the last `window_hours` of provenance and counts
 //! them by verdict band (`match`, `minor_drift`, `major_drift` + `mismatch` as major), takes the median and p90
@@ -11,7 +11,7 @@
 //!
 //! A failed canary is a signal of its own on the breaker (`store::canary::record_signal`): it never touches the
 //! per-event evaluation (the older system fed the KL into the same consecutive-failure counter, where one good
-//! request wiped it out, `domain.md` §11.3).
+//! request wiped it out, docs/DOMAIN.md, *11.3 Canary and drift on one counter*).
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! How far V2's costs are from V1's over many comparisons: the KL divergence of their cost histograms and the
 //! nearest-rank percentiles of the cost differences, shared by the canary and the divergence report. Pure.
 //!
-//! # KL divergence (`domain.md` §7.2, with empty bins made stable)
+//! # KL divergence (docs/DOMAIN.md, *KL divergence*, with empty bins made stable)
 //! P holds the V1 costs and Q the V2 costs of the same comparisons. Each cost is clamped to at least 1, and the
 //! range `[min, max]` over P ∪ Q is cut into [`BINS`] equal-width bins (`bin = min(⌊(v − min) / width⌋, 9)`);
 //! each histogram is normalized. Then `KL = Σ_{p_i > 1e-10} p_i · ln((p_i + 1e-10) / (q_i + 1e-10))`, floored
@@ -11,7 +11,7 @@
 //! 23 per unit of mass, so the value says more about the epsilon than about the models. Here such a bin counts as
 //! holding **half a sample** of Q (`q_i = 1 / (2·n_Q)`), the least mass a sample of that size could have shown
 //! there, so the term is bounded by `p_i · ln(2·n_Q·p_i)` (at most ln 200 ≈ 5.3 per unit of mass for a canary of
-//! 100 samples). Bins where Q has mass keep the exact formula, so the three test vectors of §7.2 still give 0,
+//! 100 samples). Bins where Q has mass keep the exact formula, so the three reference vectors still give 0,
 //! ln 5 and ln 3.
 
 /// Number of equal-width bins of the cost histograms.

@@ -1,12 +1,12 @@
 //! Leader election for singleton jobs (state relay, timers, alert drainer, canary) with PostgreSQL advisory locks.
 //!
 //! # Guarantee
-//! A job runs only while its contender holds the job's session-level advisory lock on a **dedicated**
-//! connection, opened for the purpose and never taken from a pool (a pooled or PgBouncer-multiplexed session
-//! would leak the lock to whoever reuses it, `domain.md` §11.25). The holder records itself in
-//! `costsim_leader_leases` and checks every [`LeaderTiming::check_interval`] that its connection answers and
-//! still holds the lock. When a check fails or times out, the job's [`CancellationToken`] is cancelled at once and
-//! the contender goes back to acquiring; on a clean stop it deletes its lease and unlocks explicitly.
+//! A job runs only while its contender holds the job's session-level advisory lock on a **dedicated** connection,
+//! opened for the purpose and never taken from a pool (a pooled or PgBouncer-multiplexed session would leak the lock to
+//! whoever reuses it, docs/DOMAIN.md, *11.25 Advisory lock on a pooled connection*). The holder records itself in
+//! `costsim_leader_leases` and checks every [`LeaderTiming::check_interval`] that its connection answers and still
+//! holds the lock. When a check fails or times out, the job's [`CancellationToken`] is cancelled at once and the
+//! contender goes back to acquiring; on a clean stop it deletes its lease and unlocks explicitly.
 //!
 //! A holder whose connection went half-open (its packets dropped or a proxy stopped) stops its job at its next
 //! failed check, but its server session may live on holding the lock; a contender that finds the lease without a

@@ -1,4 +1,4 @@
-//! Prometheus metrics: the older system's names where `domain.md` §8.1 lists them, and the pipeline's own.
+//! Prometheus metrics: the older system's names (docs/DOMAIN.md, *Metric names*) and the pipeline's own.
 //!
 //! Labels come from bounded sets only (breaker names, severities, verdicts, error classes, partitions), never an
 //! id. Gauges that describe shared state (breaker state, queue depths) are refreshed from PostgreSQL, so every

@@ -2,10 +2,10 @@
 //! "is V2 disabled?" at once, from memory.
 //!
 //! # Guarantees
-//! - **Fail open.** The answer is "disabled" only when the newest known state of the breaker is `open` *and* the
-//!   view is fresh. An unknown breaker, a view that has not caught up yet, or one that has not heard from the topic
-//!   for longer than [`ViewConfig::max_age`] answers "enabled", as the older system decided (`domain.md` §3.8): V2
-//!   is shadow-only, so a wrong "enabled" costs only work, while a wrong "disabled" silently stops the comparison.
+//! - **Fail open.** The answer is "disabled" only when the newest known state of the breaker is `open` *and* the view
+//!   is fresh. An unknown breaker, a view that has not caught up yet, or one that has not heard from the topic for
+//!   longer than [`ViewConfig::max_age`] answers "enabled", as the older system decided (docs/DOMAIN.md, *Fail open*):
+//!   V2 is shadow-only, so a wrong "enabled" costs only work, while a wrong "disabled" silently stops the comparison.
 //! - **Newest version wins.** Per breaker only a `version` greater than every one seen counts; duplicates (the relay
 //!   publishes at least once) and older versions are dropped and logged at debug.
 //! - **Never blocks the caller.** Answers read a map under a read lock that the follower holds only to insert one

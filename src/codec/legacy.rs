@@ -1,5 +1,5 @@
 //! Backfill records: our simulation-result JSON lines and the two record kinds of the older system
-//! (`domain.md` §6.4), each turned into one provenance row.
+//! (docs/DOMAIN.md, *Backfill file formats*), each turned into one provenance row.
 //!
 //! * A key `input_json` means a **file-provenance record** written by the V2 adapter: `input_json` and
 //!   `output_json` are JSON text, or gzip + standard Base64 of it when `compressed`. Its cost is the **V2** cost

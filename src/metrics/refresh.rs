@@ -3,10 +3,10 @@
 //! and the state-event outbox's backlog and lag.
 //!
 //! Guarantees: every replica reports the database's truth (not what it alone decided, unlike the older system's
-//! per-process gauges, `domain.md` §11.32), at most [`REFRESH_INTERVAL`] late while PostgreSQL answers. One refresh
-//! reads everything in one read-only snapshot, so the gauges never mix two moments. When a refresh fails the gauges
-//! keep their last values and `costsim_gauges_refreshed_timestamp_seconds` stops moving, which is what an alert on
-//! staleness watches.
+//! per-process gauges, docs/DOMAIN.md, *11.32 Per-process gauges*), at most [`REFRESH_INTERVAL`] late while PostgreSQL
+//! answers. One refresh reads everything in one read-only snapshot, so the gauges never mix two moments. When a refresh
+//! fails the gauges keep their last values and `costsim_gauges_refreshed_timestamp_seconds` stops moving, which is what
+//! an alert on staleness watches.
 
 use std::time::Duration;
 

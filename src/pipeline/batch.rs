@@ -428,8 +428,8 @@ fn describe_rejection(err: &sqlx::Error) -> String {
     }
 }
 
-/// The per-event metrics the older system declared and never recorded (`domain.md` §8.1): V2 status, V2 run time
-/// and |V2 − V1| cost.
+/// The per-event metrics the older system declared and never recorded (docs/DOMAIN.md, *Metric names*): V2 status, V2
+/// run time and |V2 − V1| cost.
 fn observe_event(metrics: &crate::metrics::Metrics, event: &SimulationResult) {
     metrics.v2_simulations_total.with_label_values(&[event.v2_status.as_str()]).inc();
     if let Some(ms) = event.v2_duration_ms {

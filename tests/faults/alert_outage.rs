@@ -1,6 +1,6 @@
-//! Alertmanager down across a trip and a recovery (issue 8, part 2): the decisions go on, their alert rows wait in
-//! the outbox, and once a private Alertmanager is back every row is delivered, once, each alert's rows in order,
-//! so it ends with the incident's alert resolved.
+//! Alertmanager down across a trip and a recovery: the decisions go on, their alert rows wait in the outbox, and once a
+//! private Alertmanager is back every row is delivered, once, each alert's rows in order, so it ends with the
+//! incident's alert resolved.
 
 use std::process::Stdio;
 use std::time::Instant;

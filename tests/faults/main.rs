@@ -1,4 +1,4 @@
-//! The fault suite (issue 8): breaks things on purpose while events flow and counts what was lost or duplicated.
+//! The fault suite: breaks things on purpose while events flow and counts what was lost or duplicated.
 //!
 //! Two forms, one binary:
 //! - the short form, the tests that are not ignored, runs in CI with `cargo test` (a few thousand events each);

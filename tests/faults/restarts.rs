@@ -1,6 +1,6 @@
-//! Restarts (issue 8, part 2): the broker restarted mid-run, PostgreSQL restarted mid-run (the processor stays up,
-//! `/health` says not ready meanwhile, and it resumes without loss), and Alertmanager down across a trip and a
-//! recovery. Each restarts a private instance; the shared stack is never touched.
+//! Restarts: the broker restarted mid-run, PostgreSQL restarted mid-run (the processor stays up, `/health` says not
+//! ready meanwhile, and it resumes without loss), and Alertmanager down across a trip and a recovery. Each restarts a
+//! private instance; the shared stack is never touched.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

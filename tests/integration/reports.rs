@@ -1,6 +1,6 @@
 //! Divergence and canary reports over seeded provenance, through the real API and the real schedule job: known KL
-//! values (the three vectors of `domain.md` §7.2), percentiles, the canary's own signal on the breaker and its
-//! alert rows, and a missed daily slot made up at start.
+//! values (the three reference vectors of docs/DOMAIN.md, *KL divergence*), percentiles, the canary's own signal on the
+//! breaker and its alert rows, and a missed daily slot made up at start.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use costsim_breaker::drift::{Verdict, drift_score};

@@ -4,7 +4,7 @@
 //! An open breaker whose `disabled_until` has passed (with auto-recovery on) goes half-open, and a half-open
 //! breaker whose probation has elapsed by the wall clock closes or reopens, within about one tick of being due,
 //! exactly once across any number of instances: each transition is decided under the breaker row's lock
-//! (`SELECT … FOR UPDATE`) after re-checking that it is still due, by the pure [`decide`], and committed in the
+//! (`SELECT … FOR NO KEY UPDATE`) after re-checking that it is still due, by the pure [`decide`], and committed in the
 //! same transaction as everything it implies (incident resolution, alert-queue row, state-event outbox row, all
 //! written by [`breaker::apply`]). Closed breakers are never judged here: the pipeline judges them once per
 //! closed bucket, in event time.

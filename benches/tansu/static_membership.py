@@ -20,7 +20,7 @@ partition every 100 ms throughout):
 * ``orphan``: two consumers; one is SIGKILLed and not restarted. Reported:
   seconds until the survivor owns both partitions (``kill_to_takeover_s``).
 
-``None`` means it did not happen within ``2 * session + 30`` seconds. Each
+``None`` means it did not happen within ``--cap-s`` (default ``2 * session + 30``) seconds. Each
 run prints one JSON line; the last line is a summary with medians.
 Consumers are child processes of this script (``child`` subcommand) so they
 can be SIGKILLed. Runs go one after another unless ``--parallel`` > 1 (then
@@ -147,13 +147,13 @@ def produce_forever(bootstrap, topic, stop):
     producer.flush(5)
 
 
-def one_run(broker, scenario, static, session_ms, run):
+def one_run(broker, scenario, static, session_ms, run, cap=None):
     topic, group = unique("static_lab"), unique("group")
     create_topic(broker.bootstrap, topic, PARTITIONS)
     stop = threading.Event()
     producer = threading.Thread(target=produce_forever, args=(broker.bootstrap, topic, stop), daemon=True)
     producer.start()
-    cap = 2 * session_ms / 1000 + 30
+    cap = cap or 2 * session_ms / 1000 + 30
     names = ["a"] if scenario == "single" else ["a", "b"]
     members = {n: Member(broker.bootstrap, topic, group, session_ms, f"{group}-{n}" if static else None)
                for n in names}
@@ -223,6 +223,7 @@ def main():
     parser.add_argument("--session-ms", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--cap-s", type=float, help="how long to wait after the kill (default 2 * session + 30 s)")
     args = parser.parse_args()
     if args.cmd == "child":
         child(args)
@@ -234,7 +235,7 @@ def main():
     try:
         static = args.membership == "static"
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-            results = list(pool.map(lambda r: one_run(broker, args.scenario, static, args.session_ms, r),
+            results = list(pool.map(lambda r: one_run(broker, args.scenario, static, args.session_ms, r, args.cap_s),
                                     range(args.runs)))
         for result in results:
             emit(result)

@@ -30,6 +30,7 @@ they share the broker, each with its own topic and group).
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def main():
     parser.add_argument("--session-ms", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--rust-log", default="warn", help="RUST_LOG for tansu, e.g. tansu_broker=debug")
+    parser.add_argument("--copy-log", help="copy tansu's log here before the temp dir is removed")
     parser.add_argument("--cap-s", type=float, help="how long to wait after the kill (default 2 * session + 30 s)")
     args = parser.parse_args()
     if args.cmd == "child":
@@ -230,7 +233,7 @@ def main():
         return
     if not args.tansu:
         parser.error("--tansu or TANSU_BIN is required")
-    broker = Broker(args.tansu, "sqlite://tansu.db?maintenance_interval=5s")
+    broker = Broker(args.tansu, "sqlite://tansu.db?maintenance_interval=5s", rust_log=args.rust_log)
     broker.start()
     try:
         static = args.membership == "static"
@@ -248,6 +251,9 @@ def main():
                 summary[f"{key}_all"] = values
         emit(summary)
     finally:
+        broker.stop()
+        if args.copy_log:
+            shutil.copyfile(broker.log_path, args.copy_log)
         broker.cleanup()
 
 

@@ -23,7 +23,8 @@ What it measures, in this order (one JSON line each):
 3. ``headers``: ``--header-records`` records with 0, 5 and 11 headers each,
    from a producer configured like the dead-letter one (non-idempotent,
    one request in flight, acks=all): records/s.
-4. ``restart``: SIGKILL the idle broker, start it again on the same storage:
+4. ``restart``: after ``--idle-s`` idle (CPU used meanwhile is the control),
+   SIGKILL the idle broker, start it again on the same storage:
    seconds to the first Metadata answer and to the first record fetched, and
    whether every record written before the kill is still there.
 5. ``crash_under_load``: SIGKILL the broker while a producer is writing,
@@ -35,7 +36,9 @@ What it measures, in this order (one JSON line each):
    the broker still works, and the log is searched for a panic. If it is
    wedged the rounds stop and a SIGKILL + restart is tried.
 
-The last line is a summary of all of it.
+``--tests`` picks a subset (the restart test stops the run when the broker
+does not work afterwards, so the later tests then need their own run). The
+last line is a summary of all of it.
 """
 
 import argparse
@@ -194,6 +197,9 @@ def main():
     parser.add_argument("--header-records", type=int, default=20000)
     parser.add_argument("--idem-records", type=int, default=50000)
     parser.add_argument("--idem-rounds", type=int, default=5)
+    parser.add_argument("--idle-s", type=float, default=30, help="idle wait before the restart test's kill")
+    parser.add_argument("--tests", default="produce,restart,crash,idempotent",
+                        help="comma-separated subset of: produce (with fetch and headers), restart, crash, idempotent")
     parser.add_argument("--keep", action="store_true", help="keep the database / temp dir afterwards")
     args = parser.parse_args()
     if not args.tansu:
@@ -208,8 +214,10 @@ def main():
                "size": args.size}
     try:
         summary["first_start_s"] = round(broker.start(), 3)
+        tests = set(args.tests.split(","))
+        summary["tests"] = sorted(tests)
         topics = {}
-        for compression in ("none", "lz4"):
+        for compression in ("none", "lz4") if tests & {"produce", "restart"} else ():
             topic = unique(f"produce_{compression}")
             create_topic(broker.bootstrap, topic, 1)
             took, ok, err, first_error = produce_batch(
@@ -221,14 +229,14 @@ def main():
             emit(line)
             summary[f"produce_{compression}_rps"] = line["records_per_s"]
             summary[f"produce_{compression}_errors"] = err
-        for compression, topic in topics.items():
+        for compression, topic in topics.items() if "produce" in tests else ():
             took, got = timed_fetch(broker.bootstrap, topic, args.records)
             line = {"test": "fetch", "compression": compression, "seconds": round(took, 3), "records": got,
                     "records_per_s": round(got / took)}
             emit(line)
             summary[f"fetch_{compression}_rps"] = line["records_per_s"]
 
-        for count in (0, 5, 11):
+        for count in (0, 5, 11) if "produce" in tests else ():
             topic = unique(f"headers{count}")
             create_topic(broker.bootstrap, topic, 1)
             headers = [(name, f"value-{j}-{name[-8:]}".encode()) for j, name in enumerate(HEADER_NAMES[:count])]
@@ -241,59 +249,78 @@ def main():
             emit(line)
             summary[f"headers{count}_rps"] = line["records_per_s"]
 
-        try:
-            watermark(broker.bootstrap, topics["none"], isolation="read_committed")
-            summary["latest_offset_read_committed"] = "ok"
-        except KafkaException as err:
-            summary["latest_offset_read_committed"] = str(err)
-        emit({"test": "list_offsets_latest_read_committed", "result": summary["latest_offset_read_committed"]})
+        if "produce" in tests:
+            try:
+                watermark(broker.bootstrap, topics["none"], isolation="read_committed")
+                summary["latest_offset_read_committed"] = "ok"
+            except KafkaException as err:
+                summary["latest_offset_read_committed"] = str(err)
+            emit({"test": "list_offsets_latest_read_committed", "result": summary["latest_offset_read_committed"]})
 
-        before = {c: watermark(broker.bootstrap, t) for c, t in topics.items()}
-        broker.kill()
-        to_metadata, to_fetch = first_fetch_after_restart(broker, topics["none"])
-        after = {c: watermark(broker.bootstrap, t) for c, t in topics.items()}
-        intact = {c: fetch_count(broker.bootstrap, t, 0, args.records, 120) for c, t in topics.items()}
-        line = {"test": "restart", "restart_to_metadata_s": round(to_metadata, 3),
-                "restart_to_first_fetch_s": round(to_fetch, 3) if to_fetch is not None else None,
-                "watermarks_before": before, "watermarks_after": after, "records_read_after": intact,
-                "data_survived": all(v == args.records for v in intact.values()),
-                "probe_after": probe(broker.bootstrap)}
-        emit(line)
-        summary.update({"restart_to_metadata_s": line["restart_to_metadata_s"],
-                        "restart_to_first_fetch_s": line["restart_to_first_fetch_s"],
-                        "restart_data_survived": line["data_survived"]})
-
-        line = crash_under_load(broker, args.size)
-        emit(line)
-        summary.update({"crash_acked_lost": line["acked_lost"], "crash_acked_total": line["acked_total"],
-                        "crash_restart_to_first_fetch_s": line["restart_to_first_fetch_s"],
-                        "crash_probe_after": line["probe_after"]})
-
-        idem_topic = unique("idem")
-        create_topic(broker.bootstrap, idem_topic, 1)
-        rounds = []
-        for rnd in range(args.idem_rounds):
-            took, ok, err, first_error = produce_batch(
-                broker.bootstrap, idem_topic, args.idem_records, args.size,
-                {"enable.idempotence": "true", "linger.ms": "0", "message.timeout.ms": "60000"})
-            works = probe(broker.bootstrap)
-            line = {"test": "idempotent", "round": rnd, "seconds": round(took, 3), "delivered": ok, "errors": err,
-                    "first_error": first_error, "records_per_s": round(ok / took), "probe_after": works,
-                    "panic_in_log": panicked(broker)}
-            emit(line)
-            rounds.append(line)
-            if not works:
-                break
-        summary["idem_rounds"] = len(rounds)
-        summary["idem_rps"] = [r["records_per_s"] for r in rounds]
-        summary["idem_errors"] = [r["errors"] for r in rounds]
-        summary["idem_wedged"] = not rounds[-1]["probe_after"]
-        summary["idem_panic"] = panicked(broker)
-        if summary["idem_wedged"]:
+        if "restart" in tests:
+            before = {c: watermark(broker.bootstrap, t) for c, t in topics.items()}
+            # An idle spell first: the same storage without a kill is the control for the restart.
+            cpu_idle_start = broker.cpu_seconds()
+            time.sleep(args.idle_s)
+            line = {"test": "restart", "watermarks_before": before, "idle_s": args.idle_s,
+                    "cpu_s_while_idle": round(broker.cpu_seconds() - cpu_idle_start, 2),
+                    "probe_before_kill": probe(broker.bootstrap)}
             broker.kill()
+            restarted_at = now()
             to_metadata, to_fetch = first_fetch_after_restart(broker, topics["none"])
-            summary["wedged_restart_to_first_fetch_s"] = round(to_fetch, 3) if to_fetch is not None else None
-            summary["wedged_restart_probe"] = probe(broker.bootstrap)
+            line["restart_to_metadata_s"] = round(to_metadata, 3)
+            line["restart_to_first_fetch_s"] = round(to_fetch, 3) if to_fetch is not None else None
+            try:
+                line["watermarks_after"] = {c: watermark(broker.bootstrap, t) for c, t in topics.items()}
+                line["records_read_after"] = {c: fetch_count(broker.bootstrap, t, 0, args.records, 120)
+                                              for c, t in topics.items()}
+                line["data_survived"] = all(v == args.records for v in line["records_read_after"].values())
+            except KafkaException as err:
+                line["error_after"] = str(err)
+                line["data_survived"] = None
+            line["probe_after"] = probe(broker.bootstrap)
+            line["cpu_s_since_restart"] = broker.cpu_seconds()
+            line["s_since_restart"] = round(now() - restarted_at, 1)
+            emit(line)
+            summary.update({"restart_to_metadata_s": line["restart_to_metadata_s"],
+                            "restart_to_first_fetch_s": line["restart_to_first_fetch_s"],
+                            "restart_data_survived": line["data_survived"], "restart_probe_after": line["probe_after"]})
+            if not line["probe_after"]:
+                return  # the rest needs a working broker; run them on fresh storage with --tests
+
+        if "crash" in tests:
+            line = crash_under_load(broker, args.size)
+            emit(line)
+            summary.update({"crash_acked_lost": line["acked_lost"], "crash_acked_total": line["acked_total"],
+                            "crash_restart_to_first_fetch_s": line["restart_to_first_fetch_s"],
+                            "crash_probe_after": line["probe_after"]})
+
+        if "idempotent" in tests:
+            idem_topic = unique("idem")
+            create_topic(broker.bootstrap, idem_topic, 1)
+            rounds = []
+            for rnd in range(args.idem_rounds):
+                took, ok, err, first_error = produce_batch(
+                    broker.bootstrap, idem_topic, args.idem_records, args.size,
+                    {"enable.idempotence": "true", "linger.ms": "0", "message.timeout.ms": "60000"})
+                works = probe(broker.bootstrap)
+                line = {"test": "idempotent", "round": rnd, "seconds": round(took, 3), "delivered": ok, "errors": err,
+                        "first_error": first_error, "records_per_s": round(ok / took), "probe_after": works,
+                        "panic_in_log": panicked(broker)}
+                emit(line)
+                rounds.append(line)
+                if not works:
+                    break
+            summary["idem_rounds"] = len(rounds)
+            summary["idem_rps"] = [r["records_per_s"] for r in rounds]
+            summary["idem_errors"] = [r["errors"] for r in rounds]
+            summary["idem_wedged"] = not rounds[-1]["probe_after"]
+            summary["idem_panic"] = panicked(broker)
+            if summary["idem_wedged"]:
+                broker.kill()
+                to_metadata, to_fetch = first_fetch_after_restart(broker, idem_topic)
+                summary["wedged_restart_to_first_fetch_s"] = round(to_fetch, 3) if to_fetch is not None else None
+                summary["wedged_restart_probe"] = probe(broker.bootstrap)
         if database:
             summary["pg_record_rows"] = int(database.scalar("select count(*) from record"))
             summary["pg_database_size"] = database.scalar(

@@ -165,6 +165,12 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def cpu_seconds(self):
+        """User + system CPU seconds the current process has used (from /proc)."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
     def log_text(self):
         """Everything the current process has logged."""
         with open(self.log_path, "rb") as log:

@@ -23,6 +23,8 @@ What it measures, in this order (one JSON line each):
 3. ``headers``: ``--header-records`` records with 0, 5 and 11 headers each,
    from a producer configured like the dead-letter one (non-idempotent,
    one request in flight, acks=all): records/s.
+3b. ``concurrent`` (only when asked for): ``--readers`` consumers read the
+   whole uncompressed topic at once while Metadata latency is sampled.
 4. ``restart``: after ``--idle-s`` idle (CPU used meanwhile is the control),
    SIGKILL the idle broker, start it again on the same storage:
    seconds to the first Metadata answer and to the first record fetched, and
@@ -31,7 +33,8 @@ What it measures, in this order (one JSON line each):
    restart, and compare what was acknowledged with what is stored
    (acknowledged records lost must be 0).
 6. ``idempotent``: ``--idem-rounds`` bursts of ``--idem-records`` records as
-   fast as possible, each from a new enable.idempotence=true producer; after
+   fast as possible, each from ``--idem-producers`` new enable.idempotence=true
+   producers at once (over ``--idem-partitions`` partitions); after
    each burst a probe (produce + fetch from a plain producer) tells whether
    the broker still works, and the log is searched for a panic. If it is
    wedged the rounds stop and a SIGKILL + restart is tried.
@@ -83,13 +86,14 @@ def produce_batch(bootstrap, topic, count, size, config, headers=None, partition
             state["err"] += 1
             state["first_error"] = state["first_error"] or str(err)
 
+    where = {} if partition is None else {"partition": partition}
     started = now()
     for i in range(count):
         value = payload(i, size)
         while True:
             try:
-                producer.produce(topic, value, key=str(i).encode(), partition=partition, headers=headers,
-                                 on_delivery=on_delivery)
+                producer.produce(topic, value, key=str(i).encode(), headers=headers, on_delivery=on_delivery,
+                                 **where)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -183,6 +187,34 @@ def crash_under_load(broker, size):
             "probe_after": probe(broker.bootstrap)}
 
 
+def concurrent_fetch(broker, topic, records, readers):
+    """`readers` consumers read the whole topic at once; meanwhile Metadata latency is sampled every 0.5 s."""
+    from concurrent.futures import ThreadPoolExecutor
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    latencies, failures = [], 0
+    started = now()
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        futures = [pool.submit(fetch_count, broker.bootstrap, topic, 0, records, 300) for _ in range(readers)]
+        while not all(f.done() for f in futures):
+            t0 = now()
+            try:
+                admin.list_topics(timeout=10)
+                latencies.append(now() - t0)
+            except KafkaException:
+                failures += 1
+            time.sleep(0.5)
+        got = [f.result() for f in futures]
+    took = now() - started
+    latencies.sort()
+    return {"test": "concurrent_fetch", "readers": readers, "seconds": round(took, 3), "records_each": got,
+            "all_complete": all(g == records for g in got), "aggregate_records_per_s": round(sum(got) / took),
+            "metadata_samples": len(latencies), "metadata_failures": failures,
+            "metadata_p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
+            "metadata_max_s": round(latencies[-1], 3) if latencies else None}
+
+
 def panicked(broker):
     return "panicked" in broker.log_text()
 
@@ -197,9 +229,13 @@ def main():
     parser.add_argument("--header-records", type=int, default=20000)
     parser.add_argument("--idem-records", type=int, default=50000)
     parser.add_argument("--idem-rounds", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=8, help="consumers in the concurrent-fetch test")
+    parser.add_argument("--idem-producers", type=int, default=1, help="concurrent idempotent producers per burst")
+    parser.add_argument("--idem-partitions", type=int, default=1)
     parser.add_argument("--idle-s", type=float, default=30, help="idle wait before the restart test's kill")
     parser.add_argument("--tests", default="produce,restart,crash,idempotent",
-                        help="comma-separated subset of: produce (with fetch and headers), restart, crash, idempotent")
+                        help="comma-separated subset of: produce (with fetch and headers), concurrent, restart, crash, "
+                             "idempotent")
     parser.add_argument("--keep", action="store_true", help="keep the database / temp dir afterwards")
     args = parser.parse_args()
     if not args.tansu:
@@ -217,7 +253,7 @@ def main():
         tests = set(args.tests.split(","))
         summary["tests"] = sorted(tests)
         topics = {}
-        for compression in ("none", "lz4") if tests & {"produce", "restart"} else ():
+        for compression in ("none", "lz4") if tests & {"produce", "restart", "concurrent"} else ():
             topic = unique(f"produce_{compression}")
             create_topic(broker.bootstrap, topic, 1)
             took, ok, err, first_error = produce_batch(
@@ -256,6 +292,11 @@ def main():
             except KafkaException as err:
                 summary["latest_offset_read_committed"] = str(err)
             emit({"test": "list_offsets_latest_read_committed", "result": summary["latest_offset_read_committed"]})
+
+        if "concurrent" in tests:
+            line = concurrent_fetch(broker, topics["none"], args.records, args.readers)
+            emit(line)
+            summary.update({f"concurrent_{k}": v for k, v in line.items() if k != "test"})
 
         if "restart" in tests:
             before = {c: watermark(broker.bootstrap, t) for c, t in topics.items()}
@@ -296,13 +337,23 @@ def main():
                             "crash_probe_after": line["probe_after"]})
 
         if "idempotent" in tests:
+            from concurrent.futures import ThreadPoolExecutor
+
             idem_topic = unique("idem")
-            create_topic(broker.bootstrap, idem_topic, 1)
+            create_topic(broker.bootstrap, idem_topic, args.idem_partitions)
+            summary["idem_producers"], summary["idem_partitions"] = args.idem_producers, args.idem_partitions
             rounds = []
             for rnd in range(args.idem_rounds):
-                took, ok, err, first_error = produce_batch(
-                    broker.bootstrap, idem_topic, args.idem_records, args.size,
-                    {"enable.idempotence": "true", "linger.ms": "0", "message.timeout.ms": "60000"})
+                started = now()
+                with ThreadPoolExecutor(max_workers=args.idem_producers) as pool:
+                    parts = list(pool.map(lambda _: produce_batch(
+                        broker.bootstrap, idem_topic, args.idem_records // args.idem_producers, args.size,
+                        {"enable.idempotence": "true", "linger.ms": "0", "message.timeout.ms": "60000"},
+                        partition=None if args.idem_partitions > 1 else 0), range(args.idem_producers)))
+                took = now() - started
+                ok = sum(p[1] for p in parts)
+                err = sum(p[2] for p in parts)
+                first_error = next((p[3] for p in parts if p[3]), None)
                 works = probe(broker.bootstrap)
                 line = {"test": "idempotent", "round": rnd, "seconds": round(took, 3), "delivered": ok, "errors": err,
                         "first_error": first_error, "records_per_s": round(ok / took), "probe_after": works,

@@ -32,6 +32,10 @@ What it measures, in this order (one JSON line each):
 5. ``crash_under_load``: SIGKILL the broker while a producer is writing,
    restart, and compare what was acknowledged with what is stored
    (acknowledged records lost must be 0).
+5b. ``stall`` (only when asked for): an idempotent producer writes for 15 s
+   while the broker is SIGSTOPped for 5 s of it (message.timeout.ms=3000, so
+   batches expire and librdkafka bumps the epoch); then a probe and a search
+   for a panic.
 6. ``idempotent``: ``--idem-rounds`` bursts of ``--idem-records`` records as
    fast as possible, each from ``--idem-producers`` new enable.idempotence=true
    producers at once (over ``--idem-partitions`` partitions); after
@@ -46,6 +50,7 @@ last line is a summary of all of it.
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -215,6 +220,50 @@ def concurrent_fetch(broker, topic, records, readers):
             "metadata_max_s": round(latencies[-1], 3) if latencies else None}
 
 
+def idempotent_stall(broker, size, stall_s=5.0):
+    """An idempotent producer whose batches time out: the broker is SIGSTOPped mid-burst.
+
+    librdkafka then bumps the producer epoch (KIP-360) and carries on; tansu's
+    SQLite idempotence check looks up the (producer, epoch, partition) row with
+    a query that panics when it finds none.
+    """
+    topic = unique("stall")
+    create_topic(broker.bootstrap, topic, 3)
+    state = {"ok": 0, "err": 0, "errors": {}}
+
+    def on_delivery(err, _msg):
+        if err is None:
+            state["ok"] += 1
+        else:
+            state["err"] += 1
+            state["errors"][err.name()] = state["errors"].get(err.name(), 0) + 1
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": "true", "linger.ms": "5",
+                         "message.timeout.ms": "3000", "request.timeout.ms": "2000"})
+    started = now()
+    stopped = resumed = False
+    i = 0
+    while now() - started < 15:
+        elapsed = now() - started
+        if not stopped and elapsed > 2:
+            broker.proc.send_signal(signal.SIGSTOP)
+            stopped = True
+        if stopped and not resumed and elapsed > 2 + stall_s:
+            broker.proc.send_signal(signal.SIGCONT)
+            resumed = True
+        try:
+            producer.produce(topic, payload(i, size), key=str(i).encode(), on_delivery=on_delivery)
+            i += 1
+        except BufferError:
+            pass
+        producer.poll(0.001)
+    producer.flush(20)
+    works = probe(broker.bootstrap)
+    return {"test": "idempotent_stall", "stall_s": stall_s, "produced": i, "delivered": state["ok"],
+            "failed": state["err"], "errors": state["errors"], "probe_after": works, "panic_in_log": panicked(broker),
+            "panic_lines": [l[:200] for l in broker.log_text().splitlines() if "panicked" in l][:3]}
+
+
 def panicked(broker):
     return "panicked" in broker.log_text()
 
@@ -235,7 +284,7 @@ def main():
     parser.add_argument("--idle-s", type=float, default=30, help="idle wait before the restart test's kill")
     parser.add_argument("--tests", default="produce,restart,crash,idempotent",
                         help="comma-separated subset of: produce (with fetch and headers), concurrent, restart, crash, "
-                             "idempotent")
+                             "stall, idempotent")
     parser.add_argument("--keep", action="store_true", help="keep the database / temp dir afterwards")
     args = parser.parse_args()
     if not args.tansu:
@@ -335,6 +384,19 @@ def main():
             summary.update({"crash_acked_lost": line["acked_lost"], "crash_acked_total": line["acked_total"],
                             "crash_restart_to_first_fetch_s": line["restart_to_first_fetch_s"],
                             "crash_probe_after": line["probe_after"]})
+
+        if "stall" in tests:
+            line = idempotent_stall(broker, args.size)
+            emit(line)
+            summary.update({"stall_failed": line["failed"], "stall_probe_after": line["probe_after"],
+                            "stall_panic": line["panic_in_log"]})
+            if not line["probe_after"]:
+                # What the stack does with a wedged broker: SIGKILL and start it on the same storage.
+                broker.kill()
+                spawned = now()
+                broker.start()
+                summary["stall_restart_probe"] = probe(broker.bootstrap)
+                summary["stall_restart_to_probe_s"] = round(now() - spawned, 3)
 
         if "idempotent" in tests:
             from concurrent.futures import ThreadPoolExecutor

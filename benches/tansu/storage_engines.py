@@ -180,9 +180,16 @@ def crash_under_load(broker, size):
     stop.set()
     thread.join(30)
     to_metadata, to_fetch = first_fetch_after_restart(broker, topic)
-    low, high = watermark(broker.bootstrap, topic)
-    stored = fetch_count(broker.bootstrap, topic, 0, high, 120) if high > 0 else 0
     max_acked = max(killed_acked) if killed_acked else -1
+    try:
+        low, high = watermark(broker.bootstrap, topic)
+        stored = fetch_count(broker.bootstrap, topic, 0, high, 120) if high > 0 else 0
+    except KafkaException as err:
+        return {"test": "crash_under_load", "acked_total": len(killed_acked), "acked_lost": None,
+                "error_after": str(err), "broker_exit_code": broker.proc.poll(),
+                "restart_to_metadata_s": round(to_metadata, 3), "restart_to_first_fetch_s": None,
+                "panic_lines": [l[:200] for l in broker.log_text().splitlines() if "panicked" in l][:3],
+                "probe_after": probe(broker.bootstrap)}
     return {"test": "crash_under_load", "acked_before_kill": acked_before_kill,
             "acked_total": len(killed_acked), "max_acked_offset": max_acked,
             "high_watermark_after": high, "low_watermark_after": low, "records_read_after": stored,
@@ -369,7 +376,8 @@ def main():
                 line["error_after"] = str(err)
                 line["data_survived"] = None
             line["probe_after"] = probe(broker.bootstrap)
-            line["cpu_s_since_restart"] = broker.cpu_seconds()
+            line["broker_exit_code"] = broker.proc.poll()
+            line["cpu_s_since_restart"] = broker.cpu_seconds() if line["broker_exit_code"] is None else None
             line["s_since_restart"] = round(now() - restarted_at, 1)
             emit(line)
             summary.update({"restart_to_metadata_s": line["restart_to_metadata_s"],

@@ -28,13 +28,26 @@ impl Processor {
 
     /// Starts `run` against a database URL, with stderr sent where asked.
     pub fn start_with_url(kafka: &KafkaConfig, url: &str, settings: &[&str], stderr: Stdio) -> Self {
+        Self::start_with(kafka, url, settings, stderr, &[], &[])
+    }
+
+    /// Starts `run` against a database URL with extra environment and arguments, stderr sent where asked.
+    pub fn start_with(
+        kafka: &KafkaConfig,
+        url: &str,
+        settings: &[&str],
+        stderr: Stdio,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let mut cmd = command(kafka);
         cmd.arg("run").env("DATABASE_URL", url).env("RUST_LOG", "warn").env("COSTSIM_HTTP_ADDR", "127.0.0.1:0");
         if let Some(leader) = crate::helpers::leader_url_for(url) {
             cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
         }
         // A killed member keeps its partitions until its session times out: keep that short in tests.
-        cmd.args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]);
+        cmd.args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]).args(args);
+        cmd.envs(env.iter().copied());
         for s in settings {
             cmd.args(["--set", s]);
         }
@@ -230,10 +243,8 @@ async fn while_postgres_is_unreachable_no_offset_advances_and_processing_resumes
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
     let proxy = crate::proxy::Proxy::start(crate::helpers::app_server_addr()).await;
-    let mut url = url::Url::parse(&app_url(&pool)).unwrap();
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    let mut run = Processor::start_with_url(&kafka, url.as_str(), FAST, Stdio::piped());
+    let url = proxy.database_url(&pool);
+    let mut run = Processor::start_with_url(&kafka, &url, FAST, Stdio::piped());
     let events = spike(200, 100.0, 7);
     produce(&kafka, &events[..100]).await;
     let offsets = "SELECT coalesce(sum(next_offset), 0)::bigint FROM costsim_consumed_offsets";
@@ -364,19 +375,8 @@ async fn a_decision_taken_while_partitions_are_idle_names_them_in_its_evidence(p
     for delivery in futures::future::join_all(sends).await {
         delivery.map_err(|(e, _)| e).unwrap();
     }
-    let mut cmd = command(&kafka);
-    cmd.arg("run")
-        .env("DATABASE_URL", app_url(&pool))
-        .env("RUST_LOG", "warn")
-        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
-        .env("COSTSIM_IDLE_PARTITION_SECONDS", "2");
-    if let Some(leader) = crate::helpers::leader_url_for(&app_url(&pool)) {
-        cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
-    }
-    for s in FAST {
-        cmd.args(["--set", s]);
-    }
-    let _run = Processor(cmd.spawn().unwrap());
+    let env = [("COSTSIM_IDLE_PARTITION_SECONDS", "2")];
+    let _run = Processor::start_with(&kafka, &app_url(&pool), FAST, Stdio::null(), &env, &[]);
     assert_eq!(wait_for(&pool, "SELECT count(*) FROM costsim_cb_incidents", 1).await, 1);
     let evidence: serde_json::Value =
         sqlx::query_scalar("SELECT evidence FROM costsim_cb_incidents").fetch_one(&pool).await.unwrap();

@@ -50,6 +50,14 @@ impl Proxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// The test database's URL through this proxy (which must front the database's server).
+    pub fn database_url(&self, pool: &sqlx::PgPool) -> String {
+        let mut url = url::Url::parse(&crate::helpers::app_url(pool)).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.into()
+    }
+
     /// Accepts connections again.
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);

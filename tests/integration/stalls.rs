@@ -12,8 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::helpers::{DEADLINE, app_url, command, fresh_kafka};
-use crate::pipeline::{FAST, produce, spike};
+use crate::helpers::{DEADLINE, app_url, fresh_kafka};
+use crate::pipeline::{FAST, Processor, produce, spike};
 
 /// Each partition's end offset (its high watermark).
 fn topic_ends(kafka: &KafkaConfig) -> Vec<(i32, i64)> {
@@ -64,23 +64,13 @@ fn collect_stderr(child: &mut tokio::process::Child) -> std::sync::Arc<std::sync
 async fn a_partition_stuck_behind_a_lock_pauses_alone_while_the_others_commit_to_their_end(pool: PgPool) {
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
-    let mut cmd = command(&kafka);
-    cmd.arg("run")
-        .env("DATABASE_URL", app_url(&pool))
-        .env("RUST_LOG", "warn")
-        .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
-        // Small batches, so partition 0 fills its next batch long before the others are read to their end.
-        .env("COSTSIM_BATCH_MAX_RECORDS", "10")
-        .env("COSTSIM_BATCH_MAX_WAIT_MS", "20")
-        .env("COSTSIM_DB_LOCK_TIMEOUT_MS", "1000")
-        .stderr(Stdio::piped());
-    if let Some(leader) = crate::helpers::leader_url_for(&app_url(&pool)) {
-        cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
-    }
-    for s in FAST {
-        cmd.args(["--set", s]);
-    }
-    let mut run = cmd.spawn().unwrap();
+    // Small batches, so partition 0 fills its next batch long before the others are read to their end.
+    let env = [
+        ("COSTSIM_BATCH_MAX_RECORDS", "10"),
+        ("COSTSIM_BATCH_MAX_WAIT_MS", "20"),
+        ("COSTSIM_DB_LOCK_TIMEOUT_MS", "1000"),
+    ];
+    let Processor(mut run) = Processor::start_with(&kafka, &app_url(&pool), FAST, Stdio::piped(), &env, &[]);
     let log = collect_stderr(&mut run);
     until_committed(&pool, "every partition registered", DEADLINE, |c| c.len() == 3).await;
 
@@ -130,28 +120,12 @@ async fn a_rebalance_during_a_postgres_outage_neither_ends_the_processor_nor_ove
     let kafka = fresh_kafka();
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await.unwrap();
     let proxy = crate::proxy::Proxy::start(crate::helpers::app_server_addr()).await;
-    let mut url = url::Url::parse(&app_url(&pool)).unwrap();
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let url = proxy.database_url(&pool);
+    // librdkafka's floor for the poll interval is the session timeout; the outage lasts twice as long.
     let start = |url: &str| {
-        let mut cmd = command(&kafka);
-        cmd.arg("run")
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "warn")
-            .env("COSTSIM_HTTP_ADDR", "127.0.0.1:0")
-            // librdkafka's floor for the poll interval is the session timeout; the outage lasts twice as long.
-            .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
-            .args(["-X", "max.poll.interval.ms=8000"])
-            .stderr(Stdio::piped());
-        if let Some(leader) = crate::helpers::leader_url_for(url) {
-            cmd.env("COSTSIM_LEADER_DATABASE_URL", leader);
-        }
-        for s in FAST {
-            cmd.args(["--set", s]);
-        }
-        cmd.spawn().unwrap()
+        Processor::start_with(&kafka, url, FAST, Stdio::piped(), &[], &["-X", "max.poll.interval.ms=8000"]).0
     };
-    let mut first = start(url.as_str());
+    let mut first = start(&url);
     let first_log = collect_stderr(&mut first);
     let events = spike(600, 100.0, 13);
     produce(&kafka, &events[..300]).await;

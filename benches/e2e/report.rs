@@ -281,14 +281,19 @@ impl Results {
         s.push_str(
             "| rows stored before the run | rows added before it (s, VACUUM ANALYZE included) | `run` end to end \
              (events/s) | … ÷ the run with the fewest | bytes per million events: provenance | … other tables | … \
-             total |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+             total | bytes per million rows filled |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let first = stored.levels.first().and_then(|l| l.run);
         for l in &stored.levels {
             let per_m = |b: i64| format!("{:.0} MiB", mib(b.max(0) as u64) * 1e6 / l.events as f64);
+            let filled = if l.filled == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.0} MiB", mib(l.fill_bytes.max(0) as u64) * 1e6 / l.filled as f64)
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} ({:.0} s) | {} | {} | {} | {} | {} |",
+                "| {} | {} ({:.0} s) | {} | {} | {} | {} | {} | {filled} |",
                 l.stored,
                 l.filled,
                 l.fill_secs,
@@ -416,7 +421,7 @@ fn delay(b: &BrokerResult, pick: fn(&Delays) -> &Vec<f64>) -> String {
 /// Whether the run with the most rows stored is within 10 % of the run with the fewest, with the numbers.
 fn stored_goal(stored: &Stored) -> String {
     let mut ran = stored.levels.iter().filter(|l| l.run.is_some());
-    let (Some(first), Some(last)) = (ran.next(), ran.last()) else {
+    let (Some(first), Some(last)) = (ran.next(), ran.next_back()) else {
         return "not measured".to_owned();
     };
     let r = last.run.unwrap_or_default() / first.run.unwrap_or(f64::NAN);

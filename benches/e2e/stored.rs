@@ -36,6 +36,8 @@ pub struct Level {
     pub filled: u64,
     /// Seconds the fill took, VACUUM ANALYZE included.
     pub fill_secs: f64,
+    /// Bytes the fill added to provenance, to set beside the run's.
+    pub fill_bytes: i64,
     /// Events of the run.
     pub events: u64,
     /// Events per second of `run` end to end.
@@ -120,8 +122,9 @@ pub async fn phases(
     let window_start = now - TimeDelta::days(i64::from(settings.provenance_retention_days));
     let created = create_window(&pool, &settings, window_start, now).await?;
     say(&format!(
-        "stored: {created} {:?} partitions created over the {} days of retention",
-        settings.partition, settings.provenance_retention_days
+        "stored: {created} {} partitions created over the {} days of retention",
+        format!("{:?}", settings.partition).to_lowercase(),
+        settings.provenance_retention_days
     ));
 
     let mut stored = 0u64;
@@ -129,6 +132,7 @@ pub async fn phases(
         anyhow::ensure!(level >= stored, "--prefill levels must grow: {level} after {stored} rows stored");
         let filled = level - stored;
         let started = Instant::now();
+        let before_fill = bytes(&pool).await?;
         if filled > 0 {
             check_disk(admin, filled).await?;
             // The fill ends an hour before now, so its rows stay clear of the run's (which end 10 minutes ago).
@@ -142,6 +146,7 @@ pub async fn phases(
         stored += filled;
         say(&format!("stored: {stored} rows stored; run end to end on {} events ({:?})", args.events, out.broker));
         let before = bytes(&pool).await?;
+        let fill_bytes = before.0 - before_fill.0;
         let run = e2e(args, &url, &format!("bench-{id}-stored{i}"), out.broker, 50 + i as u64, work).await?;
         let after = bytes(&pool).await?;
         say(&format!("stored: run {run:.0} events/s with {stored} rows stored"));
@@ -149,6 +154,7 @@ pub async fn phases(
             stored,
             filled,
             fill_secs,
+            fill_bytes,
             events: args.events,
             run: Some(run),
             provenance_bytes: after.0 - before.0,

@@ -96,8 +96,12 @@ impl Drive {
     }
 }
 
+/// How long the committed count may stand still before the phase fails: a broker that stops serving the group
+/// (tansu, once, after a session timeout) would otherwise hold the whole benchmark for its hour.
+const STALL: Duration = Duration::from_secs(180);
+
 /// Waits until the processor has committed `target` records of `topic`, feeding it as `supply` says; prints
-/// progress every 10 s.
+/// progress every 10 s; fails when nothing is committed for [`STALL`].
 pub async fn drive(
     pool: &PgPool,
     topic: &str,
@@ -110,8 +114,12 @@ pub async fn drive(
     let mut report = Instant::now();
     let mut rss = Vec::new();
     let mut next_million = (crate::db::processed(pool, topic).await / 1_000_000 + 1) * 1_000_000;
+    let mut moved = (Instant::now(), 0u64);
     loop {
         let done = crate::db::processed(pool, topic).await;
+        if done != moved.1 {
+            moved = (Instant::now(), done);
+        }
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
@@ -138,6 +146,12 @@ pub async fn drive(
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(3600),
             "no completion within an hour ({done} of {target})"
+        );
+        anyhow::ensure!(
+            moved.0.elapsed() < STALL,
+            "no progress for {} s at {done} of {target} committed (the processor's log: {})",
+            STALL.as_secs(),
+            processor.log.display()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

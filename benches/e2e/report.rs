@@ -279,7 +279,7 @@ impl Results {
             self.label(stored.broker)
         );
         s.push_str(
-            "| rows stored before the run | rows added before it (s, VACUUM ANALYZE included) | `run` end to end \
+            "| rows stored before the run | rows added before it (s, VACUUM ANALYZE and CHECKPOINT included) | `run` end to end \
              (events/s) | … ÷ the run with the fewest | bytes per million events: provenance | … other tables | … \
              total | bytes per million rows filled |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );

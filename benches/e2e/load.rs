@@ -30,8 +30,13 @@ pub struct Feed {
 impl Feed {
     /// A stream of `count` events on `kafka`'s results topic.
     pub fn new(kafka: &KafkaConfig, count: u64, seed: u64) -> anyhow::Result<Self> {
+        Self::of(kafka, stream_config(count, seed))
+    }
+
+    /// The stream `config` generates, on `kafka`'s results topic.
+    pub fn of(kafka: &KafkaConfig, config: GeneratorConfig) -> anyhow::Result<Self> {
         Ok(Feed {
-            events: Generator::new(stream_config(count, seed)),
+            events: Generator::new(config),
             producer: kafka.producer()?,
             topic: kafka.results_topic.clone(),
             produced: 0,
@@ -55,11 +60,20 @@ impl Feed {
 
 /// The generator settings of the throughput streams (the COPY file uses the same, so the rows are the same).
 pub fn stream_config(count: u64, seed: u64) -> GeneratorConfig {
-    let span = TimeDelta::milliseconds((count as f64 / EVENTS_PER_SECOND * 1000.0) as i64);
+    stream_config_at(count, seed, Utc::now() - stream_span(count) - TimeDelta::minutes(10))
+}
+
+/// The event time `count` events of a throughput stream cover.
+pub fn stream_span(count: u64) -> TimeDelta {
+    TimeDelta::milliseconds((count as f64 / EVENTS_PER_SECOND * 1000.0) as i64)
+}
+
+/// The generator settings of a throughput stream whose first event is stamped `start` (to the second).
+pub fn stream_config_at(count: u64, seed: u64, start: DateTime<Utc>) -> GeneratorConfig {
     GeneratorConfig {
         count,
         profile: DriftProfile::Steady,
-        start: fixed_start(Utc::now() - span - TimeDelta::minutes(10)),
+        start: fixed_start(start),
         events_per_second: EVENTS_PER_SECOND,
         seed,
         tenants: 50,

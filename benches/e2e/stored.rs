@@ -127,6 +127,13 @@ pub async fn phases(
         settings.provenance_retention_days
     ));
 
+    // Each run's events take a stretch of event time of their own, after every filled row and after the earlier
+    // runs' events, as a live stream's would: a later run never writes between an earlier one's rows, nor into
+    // buckets the breaker has already judged. The last stretch ends 10 minutes before now.
+    let slot = crate::load::stream_span(args.events) + TimeDelta::minutes(1);
+    let runs_from = now - slot * args.prefill.len() as i32 - TimeDelta::minutes(10);
+    anyhow::ensure!(runs_from > window_start, "--events × levels do not fit in the retention window");
+
     let mut stored = 0u64;
     for (i, &level) in args.prefill.iter().enumerate() {
         anyhow::ensure!(level >= stored, "--prefill levels must grow: {level} after {stored} rows stored");
@@ -135,8 +142,7 @@ pub async fn phases(
         let before_fill = bytes(&pool).await?;
         if filled > 0 {
             check_disk(admin, filled).await?;
-            // The fill ends an hour before now, so its rows stay clear of the run's (which end 10 minutes ago).
-            let to = Utc::now() - TimeDelta::hours(1);
+            let to = runs_from;
             say(&format!("stored: filling {filled} rows over {} .. {}", window_start.to_rfc3339(), to.to_rfc3339()));
             fill(&pool, filled, window_start, to, &format!("l{i}"), args.fill_connections).await?;
             say("stored: VACUUM ANALYZE costsim_provenance");
@@ -150,7 +156,8 @@ pub async fn phases(
         say(&format!("stored: {stored} rows stored; run end to end on {} events ({:?})", args.events, out.broker));
         let before = bytes(&pool).await?;
         let fill_bytes = before.0 - before_fill.0;
-        let run = e2e(args, &url, &format!("bench-{id}-stored{i}"), out.broker, 50 + i as u64, work).await?;
+        let start = runs_from + slot * i as i32;
+        let run = e2e(args, &url, &format!("bench-{id}-stored{i}"), out.broker, (50 + i as u64, start), work).await?;
         let after = bytes(&pool).await?;
         say(&format!("stored: run {run:.0} events/s with {stored} rows stored"));
         out.levels.push(Level {
@@ -307,14 +314,15 @@ async fn bytes(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     .await?)
 }
 
-/// `run` end to end on `url` for `args.events` fresh events (seed `seed`) on fresh topics named after `prefix`:
-/// on a mock cluster of its own, or on the stack broker with the input produced first.
+/// `run` end to end on `url` for `args.events` fresh events (`stream`: the generator's seed and the first
+/// event's time) on fresh topics named after `prefix`: on a mock cluster of its own, or on the stack broker with
+/// the input produced first.
 async fn e2e(
     args: &Args,
     url: &str,
     prefix: &str,
     kind: BrokerKind,
-    seed: u64,
+    stream: (u64, DateTime<Utc>),
     work: &std::path::Path,
 ) -> anyhow::Result<f64> {
     let topics = crate::kafka_config("", prefix, prefix);
@@ -331,7 +339,7 @@ async fn e2e(
     let brokers = mock.as_ref().map_or(args.stack_brokers.clone(), |m| m.brokers.clone());
     let kafka = KafkaConfig { brokers, ..topics };
     kafka.ensure_topics(&[TopicRole::Results, TopicRole::State, TopicRole::DeadLetter]).await?;
-    let mut feed = Feed::new(&kafka, args.events, seed)?;
+    let mut feed = Feed::of(&kafka, crate::load::stream_config_at(args.events, stream.0, stream.1))?;
     if kind == BrokerKind::Stack {
         feed.send(args.events).await?;
     }

@@ -30,8 +30,13 @@ pub struct Feed {
 impl Feed {
     /// A stream of `count` events on `kafka`'s results topic.
     pub fn new(kafka: &KafkaConfig, count: u64, seed: u64) -> anyhow::Result<Self> {
+        Self::of(kafka, stream_config(count, seed))
+    }
+
+    /// The stream `config` generates, on `kafka`'s results topic.
+    pub fn of(kafka: &KafkaConfig, config: GeneratorConfig) -> anyhow::Result<Self> {
         Ok(Feed {
-            events: Generator::new(stream_config(count, seed)),
+            events: Generator::new(config),
             producer: kafka.producer()?,
             topic: kafka.results_topic.clone(),
             produced: 0,
@@ -55,11 +60,20 @@ impl Feed {
 
 /// The generator settings of the throughput streams (the COPY file uses the same, so the rows are the same).
 pub fn stream_config(count: u64, seed: u64) -> GeneratorConfig {
-    let span = TimeDelta::milliseconds((count as f64 / EVENTS_PER_SECOND * 1000.0) as i64);
+    stream_config_at(count, seed, Utc::now() - stream_span(count) - TimeDelta::minutes(10))
+}
+
+/// The event time `count` events of a throughput stream cover.
+pub fn stream_span(count: u64) -> TimeDelta {
+    TimeDelta::milliseconds((count as f64 / EVENTS_PER_SECOND * 1000.0) as i64)
+}
+
+/// The generator settings of a throughput stream whose first event is stamped `start` (to the second).
+pub fn stream_config_at(count: u64, seed: u64, start: DateTime<Utc>) -> GeneratorConfig {
     GeneratorConfig {
         count,
         profile: DriftProfile::Steady,
-        start: fixed_start(Utc::now() - span - TimeDelta::minutes(10)),
+        start: fixed_start(start),
         events_per_second: EVENTS_PER_SECOND,
         seed,
         tenants: 50,
@@ -96,8 +110,12 @@ impl Drive {
     }
 }
 
+/// How long the committed count may stand still before the phase fails: a broker that stops serving the group
+/// (tansu, once, after a session timeout) would otherwise hold the whole benchmark for its hour.
+const STALL: Duration = Duration::from_secs(180);
+
 /// Waits until the processor has committed `target` records of `topic`, feeding it as `supply` says; prints
-/// progress every 10 s.
+/// progress every 10 s; fails when nothing is committed for [`STALL`].
 pub async fn drive(
     pool: &PgPool,
     topic: &str,
@@ -110,8 +128,12 @@ pub async fn drive(
     let mut report = Instant::now();
     let mut rss = Vec::new();
     let mut next_million = (crate::db::processed(pool, topic).await / 1_000_000 + 1) * 1_000_000;
+    let mut moved = (Instant::now(), 0u64);
     loop {
         let done = crate::db::processed(pool, topic).await;
+        if done != moved.1 {
+            moved = (Instant::now(), done);
+        }
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
@@ -138,6 +160,12 @@ pub async fn drive(
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(3600),
             "no completion within an hour ({done} of {target})"
+        );
+        anyhow::ensure!(
+            moved.0.elapsed() < STALL,
+            "no progress for {} s at {done} of {target} committed (the processor's log: {})",
+            STALL.as_secs(),
+            processor.log.display()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

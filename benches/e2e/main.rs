@@ -1,8 +1,11 @@
 //! The end-to-end benchmark behind `scripts/bench` (not part of `cargo test`): the machine's raw limits (a plain
-//! Kafka reader of the input topic, `psql` COPY of the same provenance rows), `run` end to end on 1M generated
-//! events, the decision delay under a background stream, resident memory after 1M and 5M events, the engine alone
-//! and `backfill`, against the stack broker and librdkafka's mock cluster (`examples/mock_kafka.rs`). It prints
-//! each phase as it goes and writes the table, the machine and the goals to `BENCHMARKS.md`.
+//! Kafka reader of the input topic, `psql` COPY of the same provenance rows into the migrated table and into a
+//! table with only a primary key, the storage floor), `run` end to end on 1M generated events, the decision delay
+//! under a background stream, resident memory after 1M and 5M events, the engine alone and `backfill`, against the
+//! stack broker and librdkafka's mock cluster (`examples/mock_kafka.rs`); then `run` end to end with 0, 10M and 50M
+//! provenance rows already stored, the bytes on disk per million events and the time of a retention pass
+//! (`stored.rs`). It prints each phase as it goes and writes the table, the machine and the goals to
+//! `BENCHMARKS.md`.
 //!
 //! `cargo bench --bench e2e -- --mock-kafka target/release/examples/mock_kafka` with `DATABASE_URL` and
 //! `KAFKA_BROKERS` set (`scripts/bench` does all of it); with no options, as a plain `cargo bench` runs it, it does
@@ -13,6 +16,7 @@ mod delay;
 mod load;
 mod procs;
 mod report;
+mod stored;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -82,6 +86,23 @@ struct Args {
     /// How the run was started, for the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
+    /// Provenance rows already stored before each end-to-end run of the stored-rows phases, in order; the levels
+    /// top up one database (`bench_<id>_stored`), the earlier runs' rows counted. Empty: no such phase.
+    #[arg(long, value_delimiter = ',', default_value = "0,10000000,50000000")]
+    prefill: Vec<u64>,
+    /// The broker of the stored-rows phases (a mock cluster of their own, or the stack broker).
+    #[arg(long, value_enum, default_value = "mock")]
+    prefill_broker: BrokerKind,
+    /// Statements filling provenance at once.
+    #[arg(long, default_value_t = 2)]
+    fill_connections: usize,
+    /// Provenance rows the retention pass finds expired: it runs as if time had moved on until the oldest
+    /// partitions holding at least this many rows had expired (after the last level, when that stored any).
+    #[arg(long, default_value_t = 10_000_000)]
+    expire_rows: u64,
+    /// Expired rows put into each of the other tables retention deletes from before that pass.
+    #[arg(long, default_value_t = 100_000)]
+    expire_other_rows: u64,
     /// Keep the run's databases (`bench_<id>_*`, gigabytes) instead of dropping them at the end.
     #[arg(long)]
     keep_databases: bool,
@@ -116,9 +137,10 @@ async fn main() -> anyhow::Result<()> {
     say(&format!("engine: {:.0} events/s", results.engine.unwrap_or_default()));
 
     say(&format!("COPY: {} provenance rows into a fresh database with psql \\copy", args.events));
-    let copy = copy_limit(&admin, &args.database_url, &format!("bench_{id}_copy"), args.events, &work).await?;
-    say(&format!("COPY: {copy:.0} rows/s"));
+    let (copy, floor) = copy_limit(&admin, &args.database_url, &format!("bench_{id}_copy"), args.events, &work).await?;
+    say(&format!("COPY: {copy:.0} rows/s into costsim_provenance, {floor:.0} rows/s into a primary-key-only table"));
     results.copy = Some(copy);
+    results.copy_floor = Some(floor);
 
     for kind in &args.brokers {
         let mut result = BrokerResult::new(*kind);
@@ -127,6 +149,14 @@ async fn main() -> anyhow::Result<()> {
             result.failure = Some(format!("{err:#}"));
         }
         results.brokers.push(result);
+    }
+    if !args.prefill.is_empty() {
+        let mut out = stored::Stored::new(args.prefill_broker);
+        if let Err(err) = stored::phases(&args, &admin, &id, &work, &mut out).await {
+            say(&format!("stored rows: FAILED: {err:#}"));
+            out.failure = Some(format!("{err:#}"));
+        }
+        results.stored = Some(out);
     }
     results.finish().await;
     let notes = match &args.notes {
@@ -171,8 +201,16 @@ fn engine(count: u64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Rows per second of `psql \copy` of the provenance rows of `count` generated events into a fresh database.
-async fn copy_limit(admin: &PgPool, admin_url: &str, name: &str, count: u64, work: &Path) -> anyhow::Result<f64> {
+/// Rows per second of `psql \copy` of the provenance rows of `count` generated events into a fresh database's
+/// `costsim_provenance`, and of the same file into a table of the same columns with only a primary key (no
+/// unique key, no other index, no check, not partitioned): the storage floor.
+async fn copy_limit(
+    admin: &PgPool,
+    admin_url: &str,
+    name: &str,
+    count: u64,
+    work: &Path,
+) -> anyhow::Result<(f64, f64)> {
     let url = db::fresh(admin, admin_url, name).await?;
     let kafka = kafka_config("unused", "bench.copy", "unused");
     let mut migrate = procs::cli(&kafka, &url);
@@ -182,8 +220,15 @@ async fn copy_limit(admin: &PgPool, admin_url: &str, name: &str, count: u64, wor
     let rows = db::write_copy_csv(&csv, Generator::new(load::stream_config(count, 42)), "bench.copy", 6)?;
     let copy = format!("\\copy costsim_provenance ({}) FROM '{}' WITH (FORMAT csv)", db::COPY_COLUMNS, csv.display());
     let took = procs::psql(&url, &copy).await?;
+    procs::psql(
+        &url,
+        "CREATE TABLE bench_floor (LIKE costsim_provenance INCLUDING DEFAULTS INCLUDING IDENTITY); \
+         ALTER TABLE bench_floor ADD PRIMARY KEY (id)",
+    )
+    .await?;
+    let floor = procs::psql(&url, &copy.replacen("costsim_provenance", "bench_floor", 1)).await?;
     let _ = std::fs::remove_file(&csv);
-    Ok(rows as f64 / took.as_secs_f64())
+    Ok((rows as f64 / took.as_secs_f64(), rows as f64 / floor.as_secs_f64()))
 }
 
 /// Client settings for one phase's topics and group.

@@ -102,7 +102,17 @@ impl Flow {
             .into_iter()
             .map(|p| {
                 self.busy.insert(p);
-                (p, self.pending.remove(&p).expect("listed").batch)
+                let mut waiting = self.pending.remove(&p).expect("listed");
+                if waiting.batch.records.len() <= max_records {
+                    return (p, waiting.batch);
+                }
+                // More than a batch waited while the one before committed: the first `max_records` go now, the rest
+                // wait on, continuing this read from the last record taken.
+                let rest = waiting.batch.records.split_off(max_records);
+                let resume = waiting.batch.records.last().map(|m| m.offset() + 1);
+                let batch = Batch { records: rest, continuous_from: resume };
+                self.pending.insert(p, Pending { batch, since: waiting.since });
+                (p, waiting.batch)
             })
             .collect()
     }
@@ -112,10 +122,10 @@ impl Flow {
         self.pending.iter().filter(|(p, _)| !self.busy.contains(p)).map(|(_, b)| b.since + max_wait).min()
     }
 
-    /// The partitions whose waiting batch is full (it waits only for its partition's commit in flight): reading
-    /// them pauses until that batch starts, so memory stays bounded while the other partitions go on.
-    pub fn full(&self, max_records: usize) -> BTreeSet<i32> {
-        self.pending.iter().filter(|(_, b)| b.batch.records.len() >= max_records).map(|(p, _)| *p).collect()
+    /// The partitions with at least `limit` records waiting (for their partition's commit in flight): reading them
+    /// pauses until their batches start, so memory stays bounded while the other partitions go on.
+    pub fn full(&self, limit: usize) -> BTreeSet<i32> {
+        self.pending.iter().filter(|(_, b)| b.batch.records.len() >= limit).map(|(p, _)| *p).collect()
     }
 
     /// Whether nothing is waiting and nothing is committing.
@@ -174,11 +184,11 @@ mod tests {
     #[test]
     fn a_partition_with_a_batch_committing_gets_no_second_batch_until_it_settles() {
         let mut flow = Flow::default();
-        (0..3).for_each(|o| flow.push(record(0, o)));
+        (0..2).for_each(|o| flow.push(record(0, o)));
         let first = flow.ready(2, Duration::from_secs(60));
         assert_eq!(first.len(), 1);
-        assert_eq!(offsets(&first[0].1), [0, 1, 2]);
-        (3..6).for_each(|o| flow.push(record(0, o)));
+        assert_eq!(offsets(&first[0].1), [0, 1]);
+        (2..5).for_each(|o| flow.push(record(0, o)));
         flow.push(record(1, 0));
         assert_eq!(flow.full(2), BTreeSet::from([0]));
         let next = flow.ready(2, Duration::ZERO);
@@ -186,7 +196,7 @@ mod tests {
         assert!(flow.due(Duration::ZERO).is_none(), "nothing can start, so nothing is due");
         flow.settle(0, None);
         let after = flow.ready(2, Duration::from_secs(60));
-        assert_eq!(offsets(&after[0].1), [3, 4, 5]);
+        assert_eq!(offsets(&after[0].1), [2, 3]);
     }
 
     #[test]
@@ -230,13 +240,13 @@ mod tests {
     fn a_batch_continues_the_read_of_the_batch_before_it_across_a_skipped_offset() {
         let mut flow = Flow::default();
         (0..3).for_each(|o| flow.push(record(0, o)));
-        let first = flow.ready(1, Duration::ZERO).remove(0).1;
+        let first = flow.ready(3, Duration::ZERO).remove(0).1;
         assert_eq!(first.continuous_from, None, "the first batch of a read vouches only for its own records");
         assert_eq!(first.vouched_from(), Some(0));
         // Offset 3 is a transaction marker: librdkafka never delivers it.
         flow.push(record(0, 4));
         flow.settle(0, None);
-        let second = flow.ready(1, Duration::ZERO).remove(0).1;
+        let second = flow.ready(3, Duration::ZERO).remove(0).1;
         assert_eq!(second.continuous_from, Some(3));
     }
 
@@ -266,6 +276,22 @@ mod tests {
         flow.settle(0, Some(3));
         let batch = flow.ready(1, Duration::ZERO).remove(0).1;
         assert_eq!((offsets(&batch), batch.continuous_from), (vec![20], None));
+    }
+
+    #[test]
+    fn a_batch_never_holds_more_than_max_records_and_the_rest_continues_its_read() {
+        let mut flow = Flow::default();
+        (0..3).for_each(|o| flow.push(record(0, o)));
+        let _ = flow.ready(3, Duration::ZERO);
+        (3..10).for_each(|o| flow.push(record(0, o)));
+        flow.settle(0, None);
+        let next = flow.ready(3, Duration::from_secs(60)).remove(0).1;
+        assert_eq!((offsets(&next), next.continuous_from), (vec![3, 4, 5], Some(3)));
+        flow.settle(0, None);
+        let then = flow.ready(3, Duration::from_secs(60)).remove(0).1;
+        assert_eq!((offsets(&then), then.continuous_from), (vec![6, 7, 8], Some(6)));
+        flow.settle(0, None);
+        assert!(flow.ready(3, Duration::from_secs(60)).is_empty(), "one record is not a full batch yet");
     }
 
     #[test]

@@ -133,8 +133,10 @@ pub struct Pipeline {
     pub registry: Option<crate::registry::Registry>,
 }
 
-/// Batches' worth of records a partition may have waiting before its reading pauses.
-const PAUSE_AFTER_BATCHES: usize = 4;
+/// Batches' worth of records a partition may have waiting before reading stops.
+const PAUSE_AFTER_BATCHES: usize = 8;
+/// How long a partition's batch commits before the partition counts as stalled and is paused alone.
+const STALL: Duration = Duration::from_secs(2);
 
 /// What the consumer's context shares with the processing loop.
 struct Context {
@@ -269,15 +271,22 @@ impl Pipeline {
                     in_flight.push(self.flush(&consumer, &batcher, partition, batch, &cancel));
                 }
             }
-            // A partition with several batches waiting for its commit in flight pauses alone, so memory stays
-            // bounded and the other partitions go on. Not at one batch: a pause drops what librdkafka prefetched for
-            // the partition, and resuming fetches it again: pausing at every full batch, `run` made 3 000 events/s
-            // on tansu (docs/RELIABILITY.md).
-            paused.follow(&consumer, &self.kafka.results_topic, flow.full(max_records * PAUSE_AFTER_BATCHES));
+            // Backpressure. A partition with several batches waiting stops the reading of all (librdkafka keeps
+            // what it prefetched meanwhile), which is enough while its commits go on; one whose commit has stalled
+            // is paused alone instead, so the other partitions go on, and resumes once nothing of it waits. Only
+            // stalls pause: a pause drops librdkafka's prefetch for the partition and a resume fetches it again,
+            // and pausing whenever batches waited made `run` 2 to 3 times slower on tansu (docs/RELIABILITY.md).
+            let high = max_records * PAUSE_AFTER_BATCHES;
+            // While a registration retries no batch starts, so every partition that far behind counts as stalled.
+            let stalled = if held { flow.full(high) } else { flow.stalled(high, STALL, Instant::now()) };
+            paused.follow(&consumer, &self.kafka.results_topic, &flow, stalled);
+            let behind = flow.full(high).iter().any(|p| !paused.contains(*p));
             // Only a loop with nothing to commit judges on its own; otherwise the next batch judges.
             let judge_due = if flow.is_idle() && !judging && !held { judge.next() } else { None };
             let batch_due = if held { None } else { flow.due(max_wait) };
-            let due = [batch_due, judge_due].into_iter().flatten().min();
+            // A partition that stops the reading of all is paused once its commit counts as stalled: wake for it.
+            let stall_due = if behind { flow.stall_due(high, STALL) } else { None };
+            let due = [batch_due, judge_due, stall_due].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -297,7 +306,7 @@ impl Pipeline {
                     unregistered.extend(partitions);
                 }
                 _ = sleep_until(due) => {}
-                message = consumer.recv() => match message {
+                message = consumer.recv(), if !behind => match message {
                     Ok(m) => flow.push(m.detach()),
                     Err(err) => {
                         // A fatal error (another process with this group.instance.id fenced us out) ends the
@@ -493,27 +502,34 @@ enum Side {
 struct Paused(BTreeSet<i32>);
 
 impl Paused {
-    /// Pauses the partitions newly full and resumes those no longer full. librdkafka resumes a paused partition
-    /// after the last record it delivered, so a pause never breaks a batch's continuous read.
-    fn follow(&mut self, consumer: &StreamConsumer<Context>, topic: &str, full: BTreeSet<i32>) {
-        if full == self.0 {
-            return;
-        }
-        let pause: Vec<i32> = full.difference(&self.0).copied().collect();
-        let resume: Vec<i32> = self.0.difference(&full).copied().collect();
+    /// Pauses the `stalled` partitions not paused yet, and resumes paused ones once nothing of theirs waits (the
+    /// stall ended and what was read went into batches). librdkafka resumes a paused partition after the last record it
+    /// delivered, so a pause never breaks a batch's continuous read.
+    fn follow(&mut self, consumer: &StreamConsumer<Context>, topic: &str, flow: &Flow, stalled: BTreeSet<i32>) {
+        let pause: Vec<i32> = stalled.difference(&self.0).copied().collect();
+        let resume: Vec<i32> =
+            self.0.iter().copied().filter(|p| !stalled.contains(p) && flow.waiting(*p) == 0).collect();
         if !pause.is_empty() {
             match consumer.pause(&partition_list(topic, &pause)) {
-                Ok(()) => tracing::debug!(partitions = ?pause, "Paused reading: their next batch is full."),
+                Ok(()) => tracing::info!(partitions = ?pause, "Paused reading: their commit stalled."),
                 Err(err) => tracing::warn!(partitions = ?pause, error = %err, "Cannot pause partitions."),
             }
+            self.0.extend(&pause);
         }
         if !resume.is_empty() {
             match consumer.resume(&partition_list(topic, &resume)) {
-                Ok(()) => tracing::debug!(partitions = ?resume, "Resumed reading."),
+                Ok(()) => tracing::info!(partitions = ?resume, "Resumed reading."),
                 Err(err) => tracing::warn!(partitions = ?resume, error = %err, "Cannot resume partitions."),
             }
+            resume.iter().for_each(|p| {
+                self.0.remove(p);
+            });
         }
-        self.0 = full;
+    }
+
+    /// Whether reading `partition` is paused.
+    fn contains(&self, partition: i32) -> bool {
+        self.0.contains(&partition)
     }
 
     /// Forgets and resumes (re)assigned partitions: their waiting records were dropped, so none is full.

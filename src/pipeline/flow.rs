@@ -55,6 +55,8 @@ pub struct Flow {
     pending: BTreeMap<i32, Pending>,
     /// Partitions with a batch committing now.
     busy: HashSet<i32>,
+    /// When each partition's batch committing now started.
+    committing_since: HashMap<i32, Instant>,
     /// After a seek, records of the partition still in flight from the old position are dropped until the first
     /// record at or after the sought offset arrives.
     seeking: HashMap<i32, i64>,
@@ -102,6 +104,7 @@ impl Flow {
             .into_iter()
             .map(|p| {
                 self.busy.insert(p);
+                self.committing_since.insert(p, now);
                 let mut waiting = self.pending.remove(&p).expect("listed");
                 if waiting.batch.records.len() <= max_records {
                     return (p, waiting.batch);
@@ -115,6 +118,29 @@ impl Flow {
                 (p, waiting.batch)
             })
             .collect()
+    }
+
+    /// The partitions with at least `limit` records waiting whose batch in flight has been committing for `stall`
+    /// or longer at `now` (waiting for a lock, or for PostgreSQL to come back): reading them pauses, so the others
+    /// go on.
+    pub fn stalled(&self, limit: usize, stall: Duration, now: Instant) -> BTreeSet<i32> {
+        self.full(limit)
+            .into_iter()
+            .filter(|p| {
+                self.committing_since.get(p).is_some_and(|since| now.saturating_duration_since(*since) >= stall)
+            })
+            .collect()
+    }
+
+    /// When the next partition with at least `limit` records waiting will count as stalled (see [`Flow::stalled`]),
+    /// so the loop wakes to pause it.
+    pub fn stall_due(&self, limit: usize, stall: Duration) -> Option<Instant> {
+        self.full(limit).iter().filter_map(|p| self.committing_since.get(p)).map(|since| *since + stall).min()
+    }
+
+    /// How many records of `partition` wait for a batch.
+    pub fn waiting(&self, partition: i32) -> usize {
+        self.pending.get(&partition).map_or(0, |b| b.batch.records.len())
     }
 
     /// When the oldest batch that could start is due; `None` when there is none.
@@ -136,6 +162,7 @@ impl Flow {
     /// Records that a partition's batch finished; `seek` is the offset it must be read from again, if any.
     pub fn settle(&mut self, partition: i32, seek: Option<i64>) {
         self.busy.remove(&partition);
+        self.committing_since.remove(&partition);
         if self.superseded.remove(&partition) {
             return;
         }
@@ -292,6 +319,21 @@ mod tests {
         assert_eq!((offsets(&then), then.continuous_from), (vec![6, 7, 8], Some(6)));
         flow.settle(0, None);
         assert!(flow.ready(3, Duration::from_secs(60)).is_empty(), "one record is not a full batch yet");
+    }
+
+    #[test]
+    fn a_partition_counts_as_stalled_once_its_batch_has_committed_for_the_stall_time_with_enough_waiting() {
+        let mut flow = Flow::default();
+        (0..2).for_each(|o| flow.push(record(0, o)));
+        (0..2).for_each(|o| flow.push(record(1, o)));
+        let _ = flow.ready(1, Duration::ZERO);
+        (2..6).for_each(|o| flow.push(record(0, o)));
+        flow.push(record(1, 2));
+        let later = Instant::now() + Duration::from_secs(3);
+        assert!(flow.stalled(4, Duration::from_secs(2), Instant::now()).is_empty(), "not committing long enough");
+        assert_eq!(flow.stalled(4, Duration::from_secs(2), later), BTreeSet::from([0]), "partition 1 waits too little");
+        flow.settle(0, None);
+        assert!(flow.stalled(4, Duration::from_secs(2), later).is_empty(), "its commit finished");
     }
 
     #[test]

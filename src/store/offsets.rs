@@ -50,7 +50,9 @@ pub fn behind(marks: &[Mark], end: DateTime<Utc>) -> Vec<i32> {
 }
 
 /// Registers partitions as a processor starts or is assigned them: creates their rows (never consumed yet) and
-/// marks existing ones as moving now.
+/// marks existing ones as moving now. A row locked by a transaction (a batch committing, whose commit marks it
+/// moving anyway) is skipped rather than waited for, so one stuck partition never holds up the registration of
+/// the others, and with it every batch.
 pub async fn register(
     conn: &mut PgConnection,
     group: &str,
@@ -58,9 +60,15 @@ pub async fn register(
     partitions: &[i32],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO costsim_consumed_offsets (consumer_group, topic, \"partition\") \
+        "WITH free AS ( \
+             SELECT \"partition\" FROM costsim_consumed_offsets \
+             WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = ANY($3) FOR UPDATE SKIP LOCKED), \
+         touched AS ( \
+             UPDATE costsim_consumed_offsets o SET updated_at = now() FROM free \
+             WHERE o.consumer_group = $1 AND o.topic = $2 AND o.\"partition\" = free.\"partition\") \
+         INSERT INTO costsim_consumed_offsets (consumer_group, topic, \"partition\") \
          SELECT $1, $2, p FROM UNNEST($3::int4[]) AS p \
-         ON CONFLICT ON CONSTRAINT pk_costsim_consumed_offsets DO UPDATE SET updated_at = now()",
+         ON CONFLICT ON CONSTRAINT pk_costsim_consumed_offsets DO NOTHING",
     )
     .persistent(false)
     .bind(group)

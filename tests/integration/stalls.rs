@@ -102,7 +102,8 @@ async fn a_partition_stuck_behind_a_lock_pauses_alone_while_the_others_commit_to
     assert!(now[0].1.is_none_or(|n| n < ends[0].1), "partition 0 cannot have committed past the lock: {now:?}");
     assert!(
         log.lock().unwrap().iter().any(|l| l.contains("Batch not committed; retrying")),
-        "partition 0's batch failed at the lock timeout and was retried"
+        "partition 0's batch failed at the lock timeout and was retried: {:?}",
+        log.lock().unwrap()
     );
 
     holder.rollback().await.unwrap();

@@ -521,9 +521,9 @@ impl Paused {
                 Ok(()) => tracing::info!(partitions = ?resume, "Resumed reading."),
                 Err(err) => tracing::warn!(partitions = ?resume, error = %err, "Cannot resume partitions."),
             }
-            resume.iter().for_each(|p| {
+            for p in &resume {
                 self.0.remove(p);
-            });
+            }
         }
     }
 
